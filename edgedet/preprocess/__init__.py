@@ -1,0 +1,1 @@
+"""Preprocessing: letterbox + colour order + scaling + HWC->CHW, written into the model's input buffer."""

@@ -1,0 +1,49 @@
+"""The preprocessing interface shared by the CPU reference and the CUDA implementation."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+from edgedet.types import InputSpec, Letterbox
+
+try:
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    from typing_extensions import Protocol  # type: ignore[assignment]
+
+
+def letterbox_geometry(src_w: int, src_h: int, spec: InputSpec) -> Tuple[float, int, int, float, float]:
+    """Scale, resized size and padding for fitting a src_w x src_h image into the model input.
+
+    Returns (scale, new_w, new_h, pad_x, pad_y). Shared by every implementation so that CPU and CUDA
+    outputs agree to the pixel.
+    """
+    scale = min(spec.width / src_w, spec.height / src_h)
+    new_w = max(1, min(spec.width, int(round(src_w * scale))))
+    new_h = max(1, min(spec.height, int(round(src_h * scale))))
+    if spec.center:
+        pad_x = (spec.width - new_w) / 2.0
+        pad_y = (spec.height - new_h) / 2.0
+        pad_x, pad_y = float(int(pad_x)), float(int(pad_y))
+    else:
+        pad_x = pad_y = 0.0
+    return scale, new_w, new_h, pad_x, pad_y
+
+
+class Preprocessor(Protocol):
+    """Turns a BGR uint8 HxWx3 image into the model-input tensor.
+
+    ``allocate`` returns a new output buffer suitable for ``run`` (a numpy array on the CPU, a device
+    buffer on CUDA); buffers are allocated once per pool slot and reused. ``run`` writes into ``out``
+    and returns the geometry needed to map boxes back to source pixels.
+    """
+
+    spec: InputSpec
+
+    def allocate(self) -> object: ...
+
+    def run(self, image: np.ndarray, out: object) -> Letterbox: ...
+
+    def close(self) -> None: ...

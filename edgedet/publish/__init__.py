@@ -1,0 +1,1 @@
+"""Publishing: MQTT client, message building (versioned JSON contract) and the durable outbox."""

@@ -1,0 +1,1 @@
+"""Running as a service: supervisor, systemd notify/watchdog, signals and reload."""

@@ -1,0 +1,82 @@
+"""Long-lived named threads that loop on a stop event, record heartbeats and keep their exception.
+
+The supervisor polls ``failure`` and ``heartbeat_age``: a worker that raised is restarted or ends the
+daemon non-zero; one whose heartbeat is stale stops the systemd watchdog pings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Subclass and implement ``step`` (one bounded unit of work; must return within about a second).
+
+    ``setup``/``teardown`` run in the worker's own thread (CUDA contexts must be pushed there).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stop_event = threading.Event()
+        self.failure: Optional[BaseException] = None
+        self._heartbeat = time.monotonic()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- to override ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Runs once in the worker thread before the first step."""
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Runs once in the worker thread after the last step, even after a failure."""
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def beat(self) -> None:
+        self._heartbeat = time.monotonic()
+
+    @property
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self._heartbeat
+
+    def start(self) -> None:
+        self.stop_event.clear()
+        self.failure = None
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the thread to end; True when it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self.setup()
+            while not self.stop_event.is_set():
+                self.step()
+                self.beat()
+        except BaseException as exc:  # kept for the supervisor; never lost in a dead thread
+            self.failure = exc
+            log.error("worker %s failed: %s", self.name, exc, exc_info=True)
+        finally:
+            try:
+                self.teardown()
+            except Exception:
+                log.exception("worker %s: teardown failed", self.name)

@@ -1,0 +1,47 @@
+"""A latest-item slot: the producer never waits, an unread item is replaced and counted as dropped.
+
+This is what keeps capture independent of inference: latency stays bounded because an old frame is
+replaced, not queued.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Generic, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    def __init__(self, on_drop: Optional[Callable[[T], None]] = None) -> None:
+        self._item: Optional[T] = None
+        self._cond = threading.Condition()
+        self._on_drop = on_drop
+        self.dropped = 0
+        self.put_count = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            old, self._item = self._item, item
+            self.put_count += 1
+            if old is not None:
+                self.dropped += 1
+            self._cond.notify_all()
+        if old is not None and self._on_drop is not None:
+            self._on_drop(old)  # e.g. hand a preprocessing buffer back to its pool
+
+    def take(self, timeout: Optional[float] = None) -> Optional[T]:
+        """Remove and return the item, waiting up to ``timeout`` seconds; None if nothing came."""
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def take_nowait(self) -> Optional[T]:
+        with self._cond:
+            item, self._item = self._item, None
+            return item
+
+    def __len__(self) -> int:
+        return 0 if self._item is None else 1

@@ -1,0 +1,1 @@
+"""Power and temperature readings: tegrastats, jtop, NVML, sysfs; throttling policy."""
