@@ -86,12 +86,12 @@ def _yaml_lines(node: yaml.Node, path: Tuple[Any, ...], out: _LocMap) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
-            out[(*path, key)] = key_node.start_mark.line + 1
-            _yaml_lines(value_node, (*path, key), out)
-            out[(*path, key)] = key_node.start_mark.line + 1
+            out[path + (key,)] = key_node.start_mark.line + 1
+            _yaml_lines(value_node, path + (key,), out)
+            out[path + (key,)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _yaml_lines(item, (*path, i), out)
+            _yaml_lines(item, path + (i,), out)
 
 
 def _line_for(loc: Tuple[Any, ...], lines: _LocMap) -> Line:
@@ -151,7 +151,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Optional[Path] =
     return config
 
 
-def load_config(path: "str | Path") -> Config:
+def load_config(path: str | Path) -> Config:
     """Read and parse a config file; a missing or unreadable file is a ConfigError."""
     p = Path(path)
     try:

@@ -13,10 +13,16 @@ T = TypeVar("T")
 
 
 class LatestSlot(Generic[T]):
-    def __init__(self, on_drop: Optional[Callable[[T], None]] = None) -> None:
+    def __init__(
+        self,
+        on_drop: Optional[Callable[[T], None]] = None,
+        on_put: Optional[Callable[[], None]] = None,
+    ) -> None:
         self._item: Optional[T] = None
         self._cond = threading.Condition()
         self._on_drop = on_drop
+        # lets one consumer wait on several slots at once (the inference worker serves every camera)
+        self._on_put = on_put
         self.dropped = 0
         self.put_count = 0
 
@@ -29,6 +35,8 @@ class LatestSlot(Generic[T]):
             self._cond.notify_all()
         if old is not None and self._on_drop is not None:
             self._on_drop(old)  # e.g. hand a preprocessing buffer back to its pool
+        if self._on_put is not None:
+            self._on_put()
 
     def take(self, timeout: Optional[float] = None) -> Optional[T]:
         """Remove and return the item, waiting up to ``timeout`` seconds; None if nothing came."""

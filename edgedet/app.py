@@ -1,0 +1,198 @@
+"""Composition root: builds the stages from a Config, starts them in order, stops them in reverse.
+
+No processing logic lives here; see sources/, preprocess/, backends/, models/, pipeline/, publish/.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from edgedet.config import Config
+from edgedet.errors import EdgedetError
+from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
+from edgedet.pipeline.stats import PipelineStats
+from edgedet.sources.config import FileSource
+from edgedet.types import DetectionResult, InputSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelStage:
+    """The loaded backend with everything derived from it (input spec, decoder, preprocessing kind)."""
+
+    backend: object
+    postprocessor: object
+    spec: InputSpec
+    preprocess_kind: str
+    model_info: object
+
+    def close(self) -> None:
+        self.backend.close()  # type: ignore[attr-defined]
+
+
+def load_model_stage(config: Config) -> ModelStage:
+    """Open the backend, pick the decoder and input spec, and prove a first inference works."""
+    from edgedet.backends import open_backend
+    from edgedet.models.postprocess import build_postprocessor, input_spec_for
+    from edgedet.publish.messages import ModelInfo
+
+    model_path = config.resolve_path(config.model.path)
+    backend = open_backend(config.backend, model_path, config.state_path)
+    try:
+        post = build_postprocessor(config.model, backend)
+        spec = input_spec_for(config.model, backend, post.family)
+        kind = _preprocess_kind(config)
+        warm = np.zeros((spec.batch, 3, spec.height, spec.width), dtype=spec.dtype)
+        backend.infer({spec.name: warm})  # the first inference: READY is only sent after it succeeded
+        info = ModelInfo(
+            name=model_path.name,
+            family=post.family,
+            precision=backend.precision,
+            backend=backend.name,
+            input_width=spec.width,
+            input_height=spec.height,
+        )
+        return ModelStage(backend, post, spec, kind, info)
+    except BaseException:
+        backend.close()
+        raise
+
+
+def _preprocess_kind(config: Config) -> str:
+    wanted = config.preprocess.type
+    if wanted != "auto":
+        return wanted
+    if config.backend.type == "tensorrt":
+        try:
+            import pycuda.driver  # noqa: F401
+        except ImportError:
+            return "cpu"
+        return "cuda"
+    return "cpu"
+
+
+@dataclass
+class Pipeline:
+    """Every running stage of the daemon."""
+
+    config: Config
+    model: ModelStage
+    board: FrameBoard
+    inference: InferenceWorker
+    post: PostWorker
+    captures: Dict[str, object] = field(default_factory=dict)
+    publisher: Optional[object] = None
+    stats: PipelineStats = field(default_factory=PipelineStats)
+    extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
+
+    def workers(self) -> Dict[str, object]:
+        out: Dict[str, object] = {"inference": self.inference, "postprocess": self.post}
+        out.update({f"capture-{name}": w for name, w in self.captures.items()})
+        return out
+
+
+def build_capture(config: Config, camera_name: str, pipeline: Pipeline) -> object:
+    from edgedet.preprocess import make_preprocessor
+    from edgedet.sources import open_reader
+    from edgedet.sources.capture import CaptureWorker
+
+    camera = next(c for c in config.cameras if c.name == camera_name)
+    source = camera.source
+    if isinstance(source, FileSource):  # relative paths are relative to the config file
+        source = source.model_copy(update={"path": str(config.resolve_path(source.path))})
+    preprocessor = make_preprocessor(pipeline.model.preprocess_kind, pipeline.model.spec)
+    slot = pipeline.board.add(camera.name)
+
+    def reader_factory() -> object:
+        return open_reader(source)
+
+    return CaptureWorker(camera, reader_factory, preprocessor, slot)
+
+
+def build_pipeline(
+    config: Config,
+    publisher: Optional[object] = None,
+    extra_sinks: Optional[List[Callable[[DetectionResult], None]]] = None,
+) -> Pipeline:
+    """Load the model and wire capture -> inference -> post-processing -> sinks (nothing started)."""
+    model = load_model_stage(config)
+    board = FrameBoard()
+    handoff: queue.Queue[InferenceBatch] = queue.Queue(maxsize=2)
+    max_batch = min(len(config.cameras), model.spec.batch)
+    inference = InferenceWorker(board, model.backend, handoff, max_batch=max_batch)  # type: ignore[arg-type]
+    pipeline = Pipeline(config, model, board, inference, PostWorker(handoff, _decoder(model), []))
+    pipeline.publisher = publisher
+    pipeline.extra_sinks = list(extra_sinks or [])
+    pipeline.post.sinks.append(_result_sink(pipeline))
+    for camera in config.cameras:
+        if camera.enabled:
+            pipeline.captures[camera.name] = build_capture(config, camera.name, pipeline)
+    return pipeline
+
+
+def _decoder(model: ModelStage) -> Callable:
+    return model.postprocessor  # type: ignore[return-value]
+
+
+def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
+    def sink(result: DetectionResult) -> None:
+        start = time.monotonic()
+        if pipeline.publisher is not None:
+            pipeline.publisher.publish_detections(result, pipeline.model.model_info)  # type: ignore[attr-defined]
+        for extra in pipeline.extra_sinks:
+            extra(result)
+        done = time.monotonic()
+        result.timings_ms["publish"] = (done - start) * 1000.0
+        pipeline.stats.record(result, done)
+
+    return sink
+
+
+def start_pipeline(pipeline: Pipeline) -> None:
+    """Start consumers before producers so that no frame waits for a stage that is not there yet."""
+    pipeline.post.start()
+    pipeline.inference.start()
+    for worker in pipeline.captures.values():
+        worker.start()  # type: ignore[attr-defined]
+
+
+def stop_pipeline(pipeline: Pipeline, timeout: float) -> None:
+    """Stop capture first, let in-flight frames finish, then the inference stages; free the model."""
+    deadline = time.monotonic() + timeout
+    for worker in pipeline.captures.values():
+        worker.stop()  # type: ignore[attr-defined]
+    for worker in pipeline.captures.values():
+        worker.join(max(0.1, deadline - time.monotonic()))  # type: ignore[attr-defined]
+    # drain: whatever is already in a slot or the hand-off queue is still inferred and published
+    while pipeline.board.slots and any(len(s) for s in pipeline.board.slots.values()):
+        if time.monotonic() > deadline or not pipeline.inference.alive:
+            break
+        time.sleep(0.02)
+    while not pipeline.post.inbox.empty() and time.monotonic() < deadline and pipeline.post.alive:
+        time.sleep(0.02)
+    pipeline.inference.stop()
+    pipeline.inference.join(max(0.1, deadline - time.monotonic()))
+    pipeline.post.stop()
+    pipeline.post.join(max(0.1, deadline - time.monotonic()))
+    if pipeline.inference.alive:
+        log.warning("inference did not stop within %.1f s; leaving the model loaded", timeout)
+        return
+    pipeline.model.close()
+
+
+def describe_failure(name: str, exc: BaseException) -> str:
+    if isinstance(exc, EdgedetError):
+        return f"{name}: {exc}"
+    return f"{name}: unexpected {type(exc).__name__}: {exc}"
+
+
+def model_path(config: Config) -> Path:
+    return config.resolve_path(config.model.path)

@@ -1,0 +1,48 @@
+"""`edgedet run`: load the config, start the daemon, supervise until a signal or a failure."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from edgedet.config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+
+def load_run_config(path: Optional[Path]) -> Config:
+    from edgedet.cli import DEMO_CONFIG
+
+    if path is None:
+        log.info("no --config given: running the built-in demo (%s)", DEMO_CONFIG)
+        return load_config(DEMO_CONFIG)
+    return load_config(path)
+
+
+def run_daemon(
+    config_path: Optional[Path], duration: Optional[float] = None, log_level: Optional[str] = None
+) -> int:
+    from edgedet.service.daemon import Daemon
+    from edgedet.service.notify import Notifier
+    from edgedet.service.signals import install_signal_handlers
+
+    config = load_run_config(config_path)
+    if log_level is None:
+        logging.getLogger().setLevel(config.log_level.upper())
+    signals = install_signal_handlers()
+    daemon = Daemon(config, config_path=config_path, notifier=Notifier())
+    daemon.start()
+    if duration is not None:
+        timer = threading.Timer(duration, signals.stop.set)
+        timer.daemon = True
+        timer.start()
+    started = time.monotonic()
+    try:
+        code = daemon.run(signals.stop, signals.reload)
+    finally:
+        log.info("stopping after %.1f s", time.monotonic() - started)
+        daemon.stop()
+    return code

@@ -1,0 +1,209 @@
+"""The inference worker: takes the latest prepared frame of each camera, runs the backend, and hands
+the raw outputs on to the post-processing worker, so decoding of one frame overlaps inference of the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edgedet.backends.base import Backend
+from edgedet.errors import BackendError
+from edgedet.service.worker import Worker
+from edgedet.slot import LatestSlot
+from edgedet.types import DetectionResult, PreparedFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferenceBatch:
+    """What the inference worker hands to post-processing: the frames and the backend's raw outputs."""
+
+    frames: List[PreparedFrame]
+    outputs: Dict[str, np.ndarray]
+    infer_start_monotonic: float
+    infer_ms: float
+
+
+class FrameBoard:
+    """The latest-frame slots of every camera plus one wake-up event for the single consumer."""
+
+    def __init__(self) -> None:
+        self.slots: Dict[str, LatestSlot[PreparedFrame]] = {}
+        self._ready = threading.Event()
+        self._order: List[str] = []
+        self._next = 0
+
+    def add(self, camera: str) -> LatestSlot[PreparedFrame]:
+        slot: LatestSlot[PreparedFrame] = LatestSlot(on_drop=_release, on_put=self._ready.set)
+        self.slots[camera] = slot
+        self._order.append(camera)
+        return slot
+
+    def remove(self, camera: str) -> None:
+        slot = self.slots.pop(camera, None)
+        if camera in self._order:
+            self._order.remove(camera)
+        if slot is not None:
+            leftover = slot.take_nowait()
+            if leftover is not None:
+                _release(leftover)
+
+    def take(self, max_items: int, timeout: float) -> List[PreparedFrame]:
+        """Up to ``max_items`` frames from different cameras, round-robin so no camera starves."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._ready.clear()
+            taken = self._collect(max_items)
+            if taken:
+                return taken
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._ready.wait(remaining):
+                return []
+
+    def _collect(self, max_items: int) -> List[PreparedFrame]:
+        order = list(self._order)
+        taken: List[PreparedFrame] = []
+        for i in range(len(order)):
+            camera = order[(self._next + i) % len(order)]
+            slot = self.slots.get(camera)
+            item = slot.take_nowait() if slot is not None else None
+            if item is not None:
+                taken.append(item)
+                if len(taken) >= max_items:
+                    break
+        if order:
+            self._next = (self._next + 1) % len(order)
+        if len(taken) < sum(len(s) for s in self.slots.values()):
+            self._ready.set()  # more is waiting: don't sleep on the next take
+        return taken
+
+
+def _release(frame: PreparedFrame) -> None:
+    if callable(frame.release):
+        frame.release()
+
+
+class InferenceWorker(Worker):
+    """Runs the backend on batches of prepared frames; one thread, since backends are not re-entrant."""
+
+    def __init__(
+        self,
+        board: FrameBoard,
+        backend: Backend,
+        out: queue.Queue[InferenceBatch],
+        max_batch: int = 1,
+        input_name: Optional[str] = None,
+        on_thread_start: Optional[Callable[[], None]] = None,
+    ) -> None:
+        super().__init__("inference")
+        self.board = board
+        self.backend = backend
+        self.out = out
+        self.max_batch = max(1, max_batch)
+        self.input_name = input_name or backend.inputs[0].name
+        self._on_thread_start = on_thread_start
+        self.frames_inferred = 0
+        self.last_infer_ms: Optional[float] = None
+
+    def setup(self) -> None:
+        if self._on_thread_start is not None:
+            self._on_thread_start()  # e.g. push the CUDA context in this thread
+
+    def step(self) -> None:
+        frames = self.board.take(self.max_batch, timeout=0.5)
+        if not frames:
+            return
+        try:
+            feeds = {self.input_name: _stack([f.tensor for f in frames])}
+            start = time.monotonic()
+            outputs = self.backend.infer(feeds)
+            done = time.monotonic()
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"inference failed: {exc}") from exc
+        finally:
+            for f in frames:
+                _release(f)  # the input buffer is free again as soon as the backend has read it
+        self.frames_inferred += len(frames)
+        self.last_infer_ms = (done - start) * 1000.0
+        batch = InferenceBatch(frames, outputs, start, self.last_infer_ms)
+        # bounded hand-off: if post-processing falls behind, inference waits (frames are then dropped
+        # at the slots, never queued), but the heartbeat keeps beating while we wait
+        while not self.stop_event.is_set():
+            try:
+                self.out.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                self.beat()
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def _stack(tensors: Sequence[object]) -> np.ndarray:
+    arrays = [np.asarray(t) for t in tensors]
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.concatenate(arrays, axis=0)
+
+
+class PostWorker(Worker):
+    """Decodes raw outputs into detections and passes each frame's result to the sinks."""
+
+    def __init__(
+        self,
+        inbox: queue.Queue[InferenceBatch],
+        decode: Callable[[Dict[str, np.ndarray], Sequence[object]], List[tuple]],
+        sinks: Sequence[Callable[[DetectionResult], None]],
+    ) -> None:
+        super().__init__("postprocess")
+        self.inbox = inbox
+        self.decode = decode
+        self.sinks = list(sinks)
+        self.results = 0
+
+    def step(self) -> None:
+        try:
+            batch = self.inbox.get(timeout=0.5)
+        except queue.Empty:
+            return
+        self.handle(batch)
+
+    def handle(self, batch: InferenceBatch) -> None:
+        start = time.monotonic()
+        per_frame = self.decode(batch.outputs, [f.letterbox for f in batch.frames])
+        decode_ms = (time.monotonic() - start) * 1000.0
+        for frame, detections in zip(batch.frames, per_frame):
+            result = DetectionResult(
+                camera=frame.camera,
+                seq=frame.seq,
+                capture_time=frame.capture_time,
+                capture_monotonic=frame.capture_monotonic,
+                source_width=frame.letterbox.source_width,
+                source_height=frame.letterbox.source_height,
+                detections=tuple(detections),
+                timings_ms={
+                    "preprocess": frame.preprocess_ms,
+                    # time the prepared frame waited in its slot for the inference worker
+                    "wait": max(
+                        0.0,
+                        (batch.infer_start_monotonic - frame.capture_monotonic) * 1000.0
+                        - frame.preprocess_ms,
+                    ),
+                    "infer": batch.infer_ms,
+                    "decode": decode_ms,
+                },
+            )
+            for sink in self.sinks:
+                sink(result)
+            self.results += 1

@@ -1,0 +1,64 @@
+"""Per-camera counters and stage latencies, summarised into the periodic stats message."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Optional
+
+from edgedet.pipeline.latency import LatencyRecorder
+from edgedet.types import DetectionResult
+
+
+@dataclass
+class CameraCounters:
+    published: int = 0
+    detections: int = 0
+    # (monotonic time, published count) samples for a moving frames/s
+    window: Deque[float] = field(default_factory=lambda: deque(maxlen=120))
+
+
+class PipelineStats:
+    """Fed by the post-processing sink for every result; read by the supervisor's stats timer."""
+
+    def __init__(self) -> None:
+        self.latency = LatencyRecorder()
+        self.cameras: Dict[str, CameraCounters] = {}
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+
+    def record(self, result: DetectionResult, publish_done_monotonic: float) -> None:
+        total_ms = (publish_done_monotonic - result.capture_monotonic) * 1000.0
+        self.latency.add_all(result.timings_ms)
+        self.latency.add("capture_to_publish", total_ms)
+        with self._lock:
+            counters = self.cameras.setdefault(result.camera, CameraCounters())
+            counters.published += 1
+            counters.detections += len(result.detections)
+            counters.window.append(publish_done_monotonic)
+
+    def fps(self, camera: str, horizon_s: float = 10.0) -> Optional[float]:
+        with self._lock:
+            counters = self.cameras.get(camera)
+            if counters is None or len(counters.window) < 2:
+                return None
+            now = time.monotonic()
+            recent = [t for t in counters.window if now - t <= horizon_s]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return None
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def total_fps(self) -> float:
+        with self._lock:
+            names = list(self.cameras)
+        return sum(self.fps(name) or 0.0 for name in names)
+
+    def published(self, camera: str) -> int:
+        with self._lock:
+            counters = self.cameras.get(camera)
+            return counters.published if counters else 0
+
+    def latency_summary(self) -> Dict[str, Any]:
+        return self.latency.summary()

@@ -1,0 +1,392 @@
+"""The long-running daemon: starts the stages, supervises them, reloads, and stops gracefully.
+
+The supervisor loop runs in the main thread: it polls worker failures and heartbeats, publishes stats,
+updates the systemd STATUS line, applies reloads, and returns an exit code for the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from edgedet.app import (
+    Pipeline,
+    build_capture,
+    build_pipeline,
+    describe_failure,
+    start_pipeline,
+    stop_pipeline,
+)
+from edgedet.config import Config, load_config
+from edgedet.errors import ConfigError, EdgedetError
+
+log = logging.getLogger(__name__)
+
+# a capture worker that crashed (a bug, not a dead camera: those are handled inside it) is restarted
+# this many times before the daemon gives up and exits non-zero for systemd to restart it
+MAX_CAPTURE_RESTARTS = 5
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Optional[Path] = None,
+        notifier: Optional[Any] = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier
+        self.publisher: Optional[Any] = None
+        self.telemetry: Optional[Any] = None
+        self.throttle: Optional[Any] = None
+        self.pipeline: Optional[Pipeline] = None
+        self.pinger: Optional[Any] = None
+        self._capture_restarts: Dict[str, int] = {}
+        self._last_stats = time.monotonic()
+        self._last_telemetry = time.monotonic()
+        self._last_status = ""
+        self.reload_error: Optional[str] = None
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self, ready_timeout: float = 20.0) -> None:
+        """Start every stage; raises EdgedetError (with a user-facing message) when start-up fails."""
+        self.publisher = self._start_publisher(self.config)
+        try:
+            self.pipeline = build_pipeline(self.config, self.publisher, self._extra_sinks())
+        except BaseException:
+            self._stop_publisher(2.0)
+            raise
+        start_pipeline(self.pipeline)
+        self.telemetry, self.throttle = self._start_telemetry(self.config)
+        self._wait_first_open(ready_timeout)
+        if self.notifier is not None:
+            self.notifier.ready()
+            self._start_watchdog()
+        log.info("edgedet running: %s", self.status_line())
+
+    def _start_publisher(self, config: Config) -> Optional[Any]:
+        if not config.mqtt.enabled:
+            return None
+        from edgedet.publish.mqtt import MqttPublisher, resolve_password
+
+        publisher = MqttPublisher(
+            config.mqtt, config.resolved_device_id, config.state_path, resolve_password(config.mqtt)
+        )
+        publisher.start()
+        return publisher
+
+    def _extra_sinks(self) -> list:
+        if self.publisher is None or not hasattr(self.publisher, "observe_result"):
+            return []
+        return [self.publisher.observe_result]  # presence events derive from every result
+
+    def _start_telemetry(self, config: Config) -> Tuple[Optional[Any], Optional[Any]]:
+        if config.telemetry.type == "none":
+            return None, None
+        from edgedet.telemetry import open_telemetry
+        from edgedet.telemetry.throttle import ThrottlePolicy
+
+        try:
+            reader = open_telemetry(config.telemetry)
+        except EdgedetError as exc:
+            log.warning("telemetry disabled: %s", exc)
+            return None, None
+        if reader is not None:
+            reader.start()
+        policy = ThrottlePolicy(config.telemetry.throttle) if config.telemetry.throttle.enabled else None
+        return reader, policy
+
+    def _wait_first_open(self, timeout: float) -> None:
+        """READY means: model loaded, first inference done (in build), every source tried once."""
+        deadline = time.monotonic() + timeout
+        pipeline = self._require_pipeline()
+        while time.monotonic() < deadline:
+            states = [w.status().state for w in pipeline.captures.values()]
+            if all(getattr(s, "value", s) != "starting" for s in states):
+                return
+            time.sleep(0.05)
+        log.warning("some cameras are still opening after %.0f s; continuing", timeout)
+
+    def _start_watchdog(self) -> None:
+        from edgedet.service.watchdog import WatchdogPinger
+
+        interval = self.notifier.watchdog_interval() if self.notifier is not None else None
+        if interval:
+            self.pinger = WatchdogPinger(self.notifier, self.health, interval)
+            self.pinger.start()
+
+    def _require_pipeline(self) -> Pipeline:
+        if self.pipeline is None:
+            raise EdgedetError("the pipeline is not running")
+        return self.pipeline
+
+    # -- supervision ---------------------------------------------------------------------------
+    def health(self) -> Tuple[bool, str]:
+        """Healthy while inference, post-processing and every capture thread show progress.
+
+        A camera that is down is still healthy here: its capture thread keeps beating while it
+        reconnects, and the STATUS line reports it; only a hung or dead stage stops the watchdog.
+        """
+        pipeline = self.pipeline
+        if pipeline is None:
+            return False, "pipeline not running"
+        limit = self.config.service.heartbeat_timeout_s
+        for name, worker in pipeline.workers().items():
+            if not worker.alive:  # type: ignore[attr-defined]
+                return False, f"{name} is not running"
+            age = worker.heartbeat_age  # type: ignore[attr-defined]
+            if age > limit:
+                return False, f"{name} made no progress for {age:.0f} s"
+        return True, "ok"
+
+    def supervise_once(self) -> Optional[int]:
+        """One pass of the supervisor; returns an exit code when the daemon must end."""
+        pipeline = self._require_pipeline()
+        for name in ("inference", "postprocess"):
+            worker = pipeline.workers()[name]
+            failure = worker.failure  # type: ignore[attr-defined]
+            if failure is not None:
+                log.error("stage failed, exiting for a restart: %s", describe_failure(name, failure))
+                return 1
+        for camera, worker in list(pipeline.captures.items()):
+            failure = worker.failure  # type: ignore[attr-defined]
+            if failure is not None and not self._restart_capture(camera, failure):
+                return 1
+        if self._all_sources_ended():
+            log.info("every source has ended (files played once); stopping")
+            return 0
+        now = time.monotonic()
+        self._poll_telemetry(now)
+        if now - self._last_stats >= self.config.stats.interval_s:
+            self._last_stats = now
+            self.publish_stats()
+        self._update_status()
+        return None
+
+    def _restart_capture(self, camera: str, failure: BaseException) -> bool:
+        pipeline = self._require_pipeline()
+        count = self._capture_restarts.get(camera, 0) + 1
+        self._capture_restarts[camera] = count
+        log.error("camera %s: capture thread failed (%s); restart %d", camera, failure, count)
+        if count > MAX_CAPTURE_RESTARTS:
+            return False
+        pipeline.captures[camera].join(1.0)  # type: ignore[attr-defined]
+        pipeline.board.remove(camera)
+        worker = build_capture(self.config, camera, pipeline)
+        pipeline.captures[camera] = worker
+        worker.start()  # type: ignore[attr-defined]
+        return True
+
+    def _all_sources_ended(self) -> bool:
+        pipeline = self._require_pipeline()
+        if not pipeline.captures:
+            return False
+        states = [getattr(w.status().state, "value", "") for w in pipeline.captures.values()]
+        if not all(s == "ended" for s in states):
+            return False
+        # every frame already read must still get through inference and publishing
+        return not any(len(s) for s in pipeline.board.slots.values()) and pipeline.post.inbox.empty()
+
+    def _poll_telemetry(self, now: float) -> None:
+        if self.telemetry is None or now - self._last_telemetry < self.config.telemetry.interval_s:
+            return
+        self._last_telemetry = now
+        reading = self.telemetry.latest()
+        if reading is None:
+            return
+        if self.publisher is not None:
+            self.publisher.publish_telemetry(self.telemetry_payload(reading))
+        if self.throttle is not None:
+            self._apply_throttle(self.throttle.update(reading))
+
+    def telemetry_payload(self, reading: Any) -> Dict[str, Any]:
+        from edgedet.telemetry.energy import energy_summary
+
+        payload: Dict[str, Any] = reading.to_payload()
+        pipeline = self._require_pipeline()
+        payload["energy"] = energy_summary(reading, pipeline.stats.total_fps())
+        if self.throttle is not None:
+            payload["throttle"] = self.throttle.state_payload()
+        return payload
+
+    def _apply_throttle(self, decision: Any) -> None:
+        pipeline = self._require_pipeline()
+        if not decision.changed:
+            return
+        log.warning(
+            "thermal policy: %s -> max %s fps (%s)", decision.state, decision.max_fps, decision.reason
+        )
+        for worker in pipeline.captures.values():
+            worker.set_max_fps(decision.max_fps)  # type: ignore[attr-defined]
+
+    def stats_payload(self) -> Dict[str, Any]:
+        pipeline = self._require_pipeline()
+        cameras: Dict[str, Any] = {}
+        for name, worker in pipeline.captures.items():
+            st = worker.status()  # type: ignore[attr-defined]
+            slot = pipeline.board.slots.get(name)
+            cameras[name] = {
+                "state": getattr(st.state, "value", str(st.state)),
+                "frames_in": st.frames_read,
+                "frames_out": pipeline.stats.published(name),
+                "dropped": (slot.dropped if slot is not None else 0) + st.frames_dropped_pool,
+                "skipped": getattr(st, "frames_skipped", 0),
+                "reconnects": st.reconnects,
+                "fps": _round(pipeline.stats.fps(name)),
+                "last_error": st.last_error,
+            }
+        payload: Dict[str, Any] = {
+            "uptime_s": round(time.monotonic() - pipeline.stats.started, 1),
+            "cameras": cameras,
+            "latency_ms": pipeline.stats.latency_summary(),
+            "model": vars(pipeline.model.model_info),
+        }
+        if self.publisher is not None:
+            payload["mqtt"] = self.publisher.status_payload()
+        if self.reload_error is not None:
+            payload["config_error"] = self.reload_error
+        return payload
+
+    def publish_stats(self) -> None:
+        payload = self.stats_payload()
+        if self.publisher is not None:
+            self.publisher.publish_stats(payload)
+        cams = ", ".join(
+            f"{n}: {c['state']} {c['fps'] or 0:.1f} fps {c['frames_out']} out {c['dropped']} dropped"
+            for n, c in payload["cameras"].items()
+        )
+        log.info("stats: %s", cams)
+
+    def status_line(self) -> str:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return "starting"
+        states = {n: getattr(w.status().state, "value", "?") for n, w in pipeline.captures.items()}
+        up = sum(1 for s in states.values() if s == "streaming")
+        down = [n for n, s in states.items() if s != "streaming"]
+        info = pipeline.model.model_info
+        text = (
+            f"{up}/{len(states)} cameras up, {pipeline.stats.total_fps():.1f} fps, "
+            f"{getattr(info, 'backend', '?')} {getattr(info, 'precision', '?')}"
+        )
+        if down:
+            text += f"; down: {', '.join(down)}"
+        if self.reload_error:
+            text += "; config reload failed (running last good config)"
+        return text
+
+    def _update_status(self) -> None:
+        if self.notifier is None:
+            return
+        line = self.status_line()
+        if line != self._last_status:
+            self._last_status = line
+            self.notifier.status(line)
+
+    # -- reload --------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the config file; keep the running config when the new one is invalid."""
+        if self.config_path is None:
+            log.warning("reload requested, but the daemon runs the built-in demo config: nothing to reload")
+            return False
+        if self.notifier is not None:
+            self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.reload_error = str(exc).splitlines()[0]
+            log.error("config reload rejected, keeping the last good config:\n%s", exc)
+            if self.publisher is not None:
+                self.publisher.publish_stats(self.stats_payload())
+            if self.notifier is not None:
+                self.notifier.ready()
+            return False
+        self.reload_error = None
+        self._apply(new)
+        if self.notifier is not None:
+            self.notifier.ready()
+        return True
+
+    def _apply(self, new: Config) -> None:
+        from edgedet.service.reload import plan_reload
+
+        plan = plan_reload(self.config, new)
+        log.info("applying new config: %s", plan.describe())
+        old = self.config
+        self.config = new
+        pipeline = self._require_pipeline()
+        if plan.restart_publisher:
+            self._stop_publisher(old.service.stop_timeout_s)
+            self.publisher = self._start_publisher(new)
+        if plan.restart_inference:
+            stop_pipeline(pipeline, old.service.stop_timeout_s)
+            self.pipeline = build_pipeline(new, self.publisher, self._extra_sinks())
+            start_pipeline(self.pipeline)
+        else:
+            pipeline.config = new
+            pipeline.publisher = self.publisher
+            self._restart_cameras(plan.cameras_to_stop, plan.cameras_to_start)
+        if plan.restart_telemetry:
+            self._stop_telemetry()
+            self.telemetry, self.throttle = self._start_telemetry(new)
+        if plan.log_level_changed:
+            logging.getLogger().setLevel(new.log_level.upper())
+
+    def _restart_cameras(self, to_stop: Any, to_start: Any) -> None:
+        pipeline = self._require_pipeline()
+        for name in to_stop:
+            worker = pipeline.captures.pop(name, None)
+            if worker is not None:
+                worker.stop()  # type: ignore[attr-defined]
+                worker.join(5.0)  # type: ignore[attr-defined]
+            pipeline.board.remove(name)
+        for name in to_start:
+            camera = next(c for c in self.config.cameras if c.name == name)
+            if camera.enabled:
+                worker = build_capture(self.config, name, pipeline)
+                pipeline.captures[name] = worker
+                worker.start()  # type: ignore[attr-defined]
+
+    # -- stop ----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, reload: Optional[threading.Event] = None, tick: float = 0.25) -> int:
+        """Supervise until ``stop`` is set or a stage fails; returns the exit code."""
+        code = 0
+        while not stop.wait(tick):
+            if reload is not None and reload.is_set():
+                reload.clear()
+                self.reload()
+            result = self.supervise_once()
+            if result is not None:
+                code = result
+                break
+        return code
+
+    def stop(self) -> None:
+        timeout = self.config.service.stop_timeout_s
+        deadline = time.monotonic() + timeout
+        if self.notifier is not None:
+            self.notifier.stopping()
+        if self.pinger is not None:
+            self.pinger.stop()
+        if self.pipeline is not None:
+            stop_pipeline(self.pipeline, timeout * 0.5)
+        self._stop_telemetry()
+        self._stop_publisher(max(1.0, deadline - time.monotonic()))
+
+    def _stop_publisher(self, timeout: float) -> None:
+        if self.publisher is not None:
+            self.publisher.stop(timeout)
+            self.publisher = None
+
+    def _stop_telemetry(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.stop()
+            self.telemetry = None
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 2)
