@@ -23,8 +23,8 @@ class CameraCounters:
 class PipelineStats:
     """Fed by the post-processing sink for every result; read by the supervisor's stats timer."""
 
-    def __init__(self) -> None:
-        self.latency = LatencyRecorder()
+    def __init__(self, latency_window: int = 1000) -> None:
+        self.latency = LatencyRecorder(latency_window)
         self.cameras: Dict[str, CameraCounters] = {}
         self._lock = threading.Lock()
         self.started = time.monotonic()

@@ -1,0 +1,205 @@
+"""`edgedet bench`: figures for the README and the issues, printed, never asserted in tests.
+
+pipeline: on one video and model, (a) the inference calls alone, (b) a naive sequential loop
+(read -> preprocess -> infer -> decode in one thread), (c) the edgedet pipeline (capture thread with
+preprocessing -> inference worker -> decode/publish worker), with frames/s for each, capture-to-publish
+latency p50/p95 for (c), and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edgedet.errors import EdgedetError, SourceError
+
+log = logging.getLogger(__name__)
+
+REPO_SHARED_VIDEO = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "video" / "vtest_1080p.mp4"
+)
+WARMUP = 10  # frames excluded from every rate (model warm-up, decoder start)
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _default_video() -> Path:
+    from edgedet.cli import DEMO_CONFIG
+
+    if REPO_SHARED_VIDEO.is_file():
+        return REPO_SHARED_VIDEO
+    return DEMO_CONFIG.parent / "demo_street.mp4"
+
+
+def _default_model() -> Path:
+    from edgedet.cli import DEMO_CONFIG
+
+    return DEMO_CONFIG.parent / "yolox_nano.onnx"
+
+
+def _config_text(model: Path, video: Path, threads: int) -> str:
+    return (
+        f"model: {{path: {json.dumps(str(model))}}}\n"
+        f"backend: {{type: onnxruntime, threads: {threads}}}\n"
+        "cameras:\n"
+        "  - name: bench\n"
+        f"    source: {{type: file, path: {json.dumps(str(video))}, loop: false, pace: fast}}\n"
+        "mqtt: {enabled: false}\n"
+        "telemetry: {type: none}\n"
+    )
+
+
+def _read_frames(video: Path, n: int) -> List[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < n:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    if not frames:
+        raise SourceError(f"{video}: no frame could be read")
+    return frames
+
+
+def bench_pipeline(video: Path, model: Path, frames: int, threads: int) -> Dict[str, Any]:
+    from edgedet.app import build_pipeline, load_model_stage, start_pipeline, stop_pipeline
+    from edgedet.config import parse_config
+    from edgedet.pipeline.stats import PipelineStats
+    from edgedet.preprocess import make_preprocessor
+    from edgedet.publish.messages import build_detections_message
+
+    config = parse_config(_config_text(model, video, threads))
+    figures: Dict[str, Any] = {"video": str(video), "model": str(model), "frames": frames}
+
+    # (a) inference alone, on a real preprocessed frame
+    stage = load_model_stage(config)
+    spec = stage.spec
+    pre = make_preprocessor("cpu", spec)
+    buf = pre.allocate()
+    sample = _read_frames(video, 1)[0]
+    pre.run(sample, buf)
+    feeds = {spec.name: buf}
+    for _ in range(WARMUP):
+        stage.backend.infer(feeds)  # type: ignore[attr-defined]
+    times = []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        stage.backend.infer(feeds)  # type: ignore[attr-defined]
+        times.append(time.perf_counter() - t0)
+    infer_median_ms = float(np.median(times) * 1000)
+    figures["a_inference_fps"] = len(times) / sum(times)
+    figures["inference_median_ms"] = infer_median_ms
+
+    # (b) naive sequential loop: read -> preprocess -> infer -> decode, one thread
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    done = 0
+    start = 0.0
+    while done < frames + WARMUP:
+        if done == WARMUP:
+            start = time.perf_counter()
+        ok, frame = cap.read()
+        if not ok:
+            break
+        letterbox = pre.run(frame, buf)
+        outputs = stage.backend.infer(feeds)  # type: ignore[attr-defined]
+        stage.postprocessor(outputs, [letterbox])  # type: ignore[operator]
+        done += 1
+    cap.release()
+    figures["b_sequential_fps"] = (done - WARMUP) / (time.perf_counter() - start)
+    stage.close()
+
+    # (c) the edgedet pipeline, publishing built JSON messages (no broker: measures our side only)
+    def build_message(result: Any) -> None:
+        build_detections_message(result, pipeline.model.model_info, device_id="bench", seq=result.seq)
+
+    pipeline = build_pipeline(config, extra_sinks=[build_message])
+    pipeline.stats = PipelineStats(latency_window=frames + WARMUP)  # keep every sample of the run
+    start_pipeline(pipeline)
+    t_first: Optional[float] = None
+    deadline = time.monotonic() + 600
+    while pipeline.stats.published("bench") < frames + WARMUP and time.monotonic() < deadline:
+        if t_first is None and pipeline.stats.published("bench") >= WARMUP:
+            t_first = time.perf_counter()
+        if pipeline.post.failure or pipeline.inference.failure:
+            raise EdgedetError(f"pipeline failed: {pipeline.post.failure or pipeline.inference.failure}")
+        capture = next(iter(pipeline.captures.values()))
+        if capture.status().state.value in ("ended", "failed") and not any(  # type: ignore[attr-defined]
+            len(s) for s in pipeline.board.slots.values()
+        ):
+            break
+        time.sleep(0.002)
+    t_end = time.perf_counter()
+    published = pipeline.stats.published("bench")
+    lat = pipeline.stats.latency.percentiles("capture_to_publish") or {}
+    stop_pipeline(pipeline, 5.0)
+    figures["c_pipeline_fps"] = (published - WARMUP) / (t_end - (t_first or t_end))
+    figures["c_latency_p50_ms"] = lat.get("p50_ms")
+    figures["c_latency_p95_ms"] = lat.get("p95_ms")
+    figures["c_stage_latency_ms"] = pipeline.stats.latency_summary()
+    figures["peak_rss_mb"] = peak_rss_mb()
+    figures["c_over_b"] = figures["c_pipeline_fps"] / figures["b_sequential_fps"]
+    figures["c_over_a"] = figures["c_pipeline_fps"] / figures["a_inference_fps"]
+    figures["p95_over_median_infer"] = (figures["c_latency_p95_ms"] or 0) / infer_median_ms
+    return figures
+
+
+def _print_pipeline(fig: Dict[str, Any]) -> None:
+    print(f"video {fig['video']}  model {Path(fig['model']).name}  {fig['frames']} frames")
+    print(
+        f"(a) inference calls alone     {fig['a_inference_fps']:7.1f} frames/s"
+        f"  (median {fig['inference_median_ms']:.1f} ms)"
+    )
+    print(f"(b) naive sequential loop     {fig['b_sequential_fps']:7.1f} frames/s")
+    print(f"(c) edgedet pipeline          {fig['c_pipeline_fps']:7.1f} frames/s")
+    print(f"    (c)/(b) = {fig['c_over_b']:.2f}   (c)/(a) = {fig['c_over_a']:.2f}")
+    print(
+        f"    capture-to-publish latency p50 {fig['c_latency_p50_ms']} ms, p95 {fig['c_latency_p95_ms']} ms"
+        f" ({fig['p95_over_median_infer']:.2f}x median inference)"
+    )
+    for stage, pct in fig["c_stage_latency_ms"].items():
+        print(f"      {stage:20s} p50 {pct['p50_ms']:7.2f} ms  p95 {pct['p95_ms']:7.2f} ms")
+    print(f"peak RSS {fig['peak_rss_mb']:.0f} MB")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    what = args.what
+    results: Dict[str, Any] = {}
+    if what in ("pipeline", "all"):
+        video = args.video or _default_video()
+        model = args.model or _default_model()
+        results["pipeline"] = fig = bench_pipeline(video, model, args.frames, args.threads)
+        if not args.json:
+            _print_pipeline(fig)
+    if what in ("outbox", "all"):
+        from edgedet.publish.bench import main as outbox_main
+
+        outbox_main([])
+    if what in ("telemetry", "all"):
+        from edgedet.telemetry.bench import main as telemetry_main
+
+        telemetry_main([])
+    if what in ("preprocess", "all"):
+        from edgedet.preprocess.bench import main as preprocess_main
+
+        preprocess_main([])
+    if args.json:
+        json.dump(results, sys.stdout, indent=2, default=str)
+        print()
+    return 0
