@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Optional
 
+from edgedet.errors import EdgedetError
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,8 @@ class Worker:
                 self.beat()
         except BaseException as exc:  # kept for the supervisor; never lost in a dead thread
             self.failure = exc
-            log.error("worker %s failed: %s", self.name, exc, exc_info=True)
+            # a user-facing error (missing file, dead camera) needs its message, not a traceback
+            log.error("worker %s failed: %s", self.name, exc, exc_info=not isinstance(exc, EdgedetError))
         finally:
             try:
                 self.teardown()

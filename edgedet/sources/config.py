@@ -38,6 +38,10 @@ class RtspSource(Strict):
     decoder: Literal["auto", "ffmpeg", "gstreamer"] = "auto"
     latency_ms: int = Field(default=200, ge=0)
     codec: Literal["h264", "h265"] = "h264"
+    # give up opening when the camera has not delivered a stream within this many seconds
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    # a read that gets no data for this long fails (the stream is then reopened with backoff)
+    read_timeout_s: float = Field(default=5.0, gt=0)
 
 
 class GstreamerSource(Strict):
