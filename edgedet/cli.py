@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default="edgedet")
     p.add_argument("--config", type=Path, default=None, help="config to install if none exists")
     p.add_argument("--dry-run", action="store_true", help="print what would be done")
+    p.add_argument("--enable", action="store_true", help="also systemctl enable --now edgedet")
     return parser
 
 

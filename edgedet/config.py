@@ -71,6 +71,9 @@ class Config(Strict):
 
     @property
     def state_path(self) -> Path:
+        # under systemd, StateDirectory= tells where state belongs unless the file says otherwise
+        if "state_dir" not in self.model_fields_set and os.environ.get("STATE_DIRECTORY"):
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
         return self.resolve_path(self.state_dir)
 
     _base_dir: Optional[Path] = None
@@ -108,7 +111,7 @@ def _line_for(loc: Tuple[Any, ...], lines: _LocMap) -> Line:
     return lines.get((), None)
 
 
-_UNION_TAGS = {"file", "v4l2", "rtsp", "gstreamer", "csi", "onnxruntime", "tensorrt"}
+_UNION_TAGS = {"file", "v4l2", "rtsp", "gstreamer", "csi", "onnxruntime", "tensorrt", "python"}
 
 
 def _describe(err: Dict[str, Any]) -> str:

@@ -1,1 +1,48 @@
 """Inference backends: a model in, raw output tensors out. Decoding is not a backend's job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict
+
+if TYPE_CHECKING:
+    from edgedet.backends.base import Backend
+    from edgedet.backends.config import BackendConfig
+
+
+def open_backend(cfg: BackendConfig, model_path: Path, state_dir: Path) -> Backend:
+    """Load ``model_path`` with the backend named by ``cfg.type``; only that backend's module is imported.
+
+    ``state_dir`` is where backends keep what they build (TensorRT engines, calibration caches).
+    """
+    if cfg.type == "onnxruntime":
+        from edgedet.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model_path, threads=cfg.threads, providers=cfg.providers)
+    if cfg.type == "tensorrt":
+        from edgedet.backends.tensorrt import (  # type: ignore[import-not-found,unused-ignore]
+            open_tensorrt_backend,
+        )
+
+        return open_tensorrt_backend(cfg, model_path, state_dir)  # type: ignore[no-any-return,unused-ignore]
+    if cfg.type == "python":
+        return _open_plugin(cfg.factory, model_path, state_dir, cfg.options)
+    raise ValueError(f"unknown backend type {cfg.type!r}")
+
+
+def _open_plugin(factory: str, model_path: Path, state_dir: Path, options: Dict[str, Any]) -> Backend:
+    import importlib
+
+    from edgedet.errors import BackendError, EdgedetError
+
+    module_name, _, attr = factory.partition(":")
+    try:
+        make = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise BackendError(f"backend factory {factory!r} cannot be imported: {exc}") from exc
+    try:
+        return make(model_path=model_path, state_dir=state_dir, **options)  # type: ignore[no-any-return]
+    except EdgedetError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"backend factory {factory!r} failed: {exc}") from exc

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from edgedet.app import (
     Pipeline,
@@ -21,7 +21,7 @@ from edgedet.app import (
     stop_pipeline,
 )
 from edgedet.config import Config, load_config
-from edgedet.errors import ConfigError, EdgedetError
+from edgedet.errors import ConfigError, EdgedetError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,12 @@ class Daemon:
             self._stop_publisher(2.0)
             raise
         start_pipeline(self.pipeline)
+        try:
+            self._wait_first_open(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
         self.telemetry, self.throttle = self._start_telemetry(self.config)
-        self._wait_first_open(ready_timeout)
         if self.notifier is not None:
             self.notifier.ready()
             self._start_watchdog()
@@ -101,20 +105,40 @@ class Daemon:
         return reader, policy
 
     def _wait_first_open(self, timeout: float) -> None:
-        """READY means: model loaded, first inference done (in build), every source tried once."""
+        """READY means: model loaded, first inference done (in build), every source tried once.
+
+        If no camera at all can be opened the configuration is wrong (or nothing is plugged in): that is
+        a start-up error. If only some fail, they keep being retried with backoff while the others run,
+        since one camera that is down must not take a whole multi-camera device offline.
+        """
+        from edgedet.sources.capture import CaptureState
+
         deadline = time.monotonic() + timeout
         pipeline = self._require_pipeline()
         while time.monotonic() < deadline:
-            states = [w.status().state for w in pipeline.captures.values()]
-            if all(getattr(s, "value", s) != "starting" for s in states):
-                return
+            if all(w.state != CaptureState.STARTING for w in pipeline.captures.values()):
+                break
             time.sleep(0.05)
-        log.warning("some cameras are still opening after %.0f s; continuing", timeout)
+        else:
+            log.warning("some cameras are still opening after %.0f s; continuing", timeout)
+        failed = {n: w for n, w in pipeline.captures.items() if w.state == CaptureState.FAILED}
+        if failed and len(failed) == len(pipeline.captures):
+            reasons = "; ".join(f"camera {n}: {w.status().last_error}" for n, w in failed.items())
+            raise SourceError(f"no camera could be opened: {reasons}")
+        for name, worker in failed.items():
+            log.error("camera %s: %s; retrying in the background", name, worker.status().last_error)
+            worker.join(1.0)
+            pipeline.board.remove(name)
+            retry = build_capture(self.config, name, pipeline, retry_first_open=True)
+            pipeline.captures[name] = retry
+            retry.start()
 
     def _start_watchdog(self) -> None:
         from edgedet.service.watchdog import WatchdogPinger
 
-        interval = self.notifier.watchdog_interval() if self.notifier is not None else None
+        if self.notifier is None:
+            return
+        interval = self.notifier.watchdog_interval()
         if interval:
             self.pinger = WatchdogPinger(self.notifier, self.health, interval)
             self.pinger.start()
@@ -126,34 +150,30 @@ class Daemon:
 
     # -- supervision ---------------------------------------------------------------------------
     def health(self) -> Tuple[bool, str]:
-        """Healthy while inference, post-processing and every capture thread show progress.
+        """Healthy while inference and post-processing show progress; see WatchdogGate.
 
-        A camera that is down is still healthy here: its capture thread keeps beating while it
-        reconnects, and the STATUS line reports it; only a hung or dead stage stops the watchdog.
+        Capture stages are optional for the watchdog: a camera that is down is reported in STATUS and
+        retried by its own thread, while a hung inference call or a dead worker stops the pings.
         """
+        from edgedet.service.watchdog import WatchdogGate, worker_age
+
         pipeline = self.pipeline
         if pipeline is None:
             return False, "pipeline not running"
-        limit = self.config.service.heartbeat_timeout_s
-        for name, worker in pipeline.workers().items():
-            if not worker.alive:  # type: ignore[attr-defined]
-                return False, f"{name} is not running"
-            age = worker.heartbeat_age  # type: ignore[attr-defined]
-            if age > limit:
-                return False, f"{name} made no progress for {age:.0f} s"
-        return True, "ok"
+        ages = {name: worker_age(w) for name, w in pipeline.workers().items()}
+        captures = {f"capture-{name}" for name in pipeline.captures}
+        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=captures)
 
     def supervise_once(self) -> Optional[int]:
         """One pass of the supervisor; returns an exit code when the daemon must end."""
         pipeline = self._require_pipeline()
         for name in ("inference", "postprocess"):
-            worker = pipeline.workers()[name]
-            failure = worker.failure  # type: ignore[attr-defined]
+            failure = pipeline.workers()[name].failure
             if failure is not None:
                 log.error("stage failed, exiting for a restart: %s", describe_failure(name, failure))
                 return 1
         for camera, worker in list(pipeline.captures.items()):
-            failure = worker.failure  # type: ignore[attr-defined]
+            failure = worker.failure
             if failure is not None and not self._restart_capture(camera, failure):
                 return 1
         if self._all_sources_ended():
@@ -174,18 +194,18 @@ class Daemon:
         log.error("camera %s: capture thread failed (%s); restart %d", camera, failure, count)
         if count > MAX_CAPTURE_RESTARTS:
             return False
-        pipeline.captures[camera].join(1.0)  # type: ignore[attr-defined]
+        pipeline.captures[camera].join(1.0)
         pipeline.board.remove(camera)
-        worker = build_capture(self.config, camera, pipeline)
+        worker = build_capture(self.config, camera, pipeline, retry_first_open=True)
         pipeline.captures[camera] = worker
-        worker.start()  # type: ignore[attr-defined]
+        worker.start()
         return True
 
     def _all_sources_ended(self) -> bool:
         pipeline = self._require_pipeline()
         if not pipeline.captures:
             return False
-        states = [getattr(w.status().state, "value", "") for w in pipeline.captures.values()]
+        states = [w.state.value for w in pipeline.captures.values()]
         if not all(s == "ended" for s in states):
             return False
         # every frame already read must still get through inference and publishing
@@ -221,20 +241,23 @@ class Daemon:
             "thermal policy: %s -> max %s fps (%s)", decision.state, decision.max_fps, decision.reason
         )
         for worker in pipeline.captures.values():
-            worker.set_max_fps(decision.max_fps)  # type: ignore[attr-defined]
+            worker.set_max_fps(decision.max_fps)
 
     def stats_payload(self) -> Dict[str, Any]:
         pipeline = self._require_pipeline()
         cameras: Dict[str, Any] = {}
         for name, worker in pipeline.captures.items():
-            st = worker.status()  # type: ignore[attr-defined]
+            st = worker.status()
             slot = pipeline.board.slots.get(name)
             cameras[name] = {
-                "state": getattr(st.state, "value", str(st.state)),
+                "state": st.state.value,
                 "frames_in": st.frames_read,
                 "frames_out": pipeline.stats.published(name),
-                "dropped": (slot.dropped if slot is not None else 0) + st.frames_dropped_pool,
-                "skipped": getattr(st, "frames_skipped", 0),
+                "dropped": (slot.dropped if slot is not None else 0)
+                + st.frames_dropped_pool
+                + st.frames_dropped_behind,
+                "skipped": st.frames_skipped,
+                "corrupt": st.frames_corrupt,
                 "reconnects": st.reconnects,
                 "fps": _round(pipeline.stats.fps(name)),
                 "last_error": st.last_error,
@@ -265,7 +288,7 @@ class Daemon:
         pipeline = self.pipeline
         if pipeline is None:
             return "starting"
-        states = {n: getattr(w.status().state, "value", "?") for n, w in pipeline.captures.items()}
+        states = {n: w.state.value for n, w in pipeline.captures.items()}
         up = sum(1 for s in states.values() if s == "streaming")
         down = [n for n, s in states.items() if s != "streaming"]
         info = pipeline.model.model_info
@@ -276,7 +299,7 @@ class Daemon:
         if down:
             text += f"; down: {', '.join(down)}"
         if self.reload_error:
-            text += "; config reload failed (running last good config)"
+            text += f"; config reload rejected, running the last good config: {self.reload_error}"
         return text
 
     def _update_status(self) -> None:
@@ -298,24 +321,39 @@ class Daemon:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
-            self.reload_error = str(exc).splitlines()[0]
+            # last-known-good: the running config stays; the error goes to the log, STATUS and MQTT
+            self.reload_error = "; ".join(exc.problems)
             log.error("config reload rejected, keeping the last good config:\n%s", exc)
             if self.publisher is not None:
                 self.publisher.publish_stats(self.stats_payload())
             if self.notifier is not None:
-                self.notifier.ready()
+                self.notifier.ready(status=self.status_line())
+                self._last_status = self.status_line()
             return False
         self.reload_error = None
-        self._apply(new)
+        self._apply_with_watchdog_paused(new)
         if self.notifier is not None:
-            self.notifier.ready()
+            self.notifier.ready(status=self.status_line())
+            self._last_status = self.status_line()
         return True
+
+    def _apply_with_watchdog_paused(self, new: Config) -> None:
+        # systemd keeps the watchdog armed while RELOADING: a model rebuild must not look like a hang
+        from edgedet.service.watchdog import always_healthy
+
+        if self.pinger is not None:
+            self.pinger.set_health(always_healthy("reloading"))
+        try:
+            self._apply(new)
+        finally:
+            if self.pinger is not None:
+                self.pinger.set_health(self.health)
 
     def _apply(self, new: Config) -> None:
         from edgedet.service.reload import plan_reload
 
         plan = plan_reload(self.config, new)
-        log.info("applying new config: %s", plan.describe())
+        log.info("applying new config: %s", plan.summary())
         old = self.config
         self.config = new
         pipeline = self._require_pipeline()
@@ -329,27 +367,34 @@ class Daemon:
         else:
             pipeline.config = new
             pipeline.publisher = self.publisher
-            self._restart_cameras(plan.cameras_to_stop, plan.cameras_to_start)
+            pipeline.extra_sinks = self._extra_sinks()
+            if plan.restart_all_captures:
+                names = tuple(pipeline.captures)
+                self._restart_cameras(names, plan.captures_to_restart(new))
+            else:
+                self._restart_cameras(plan.cameras_to_stop, plan.cameras_to_start)
         if plan.restart_telemetry:
             self._stop_telemetry()
             self.telemetry, self.throttle = self._start_telemetry(new)
         if plan.log_level_changed:
-            logging.getLogger().setLevel(new.log_level.upper())
+            from edgedet.service.logging_setup import set_level
 
-    def _restart_cameras(self, to_stop: Any, to_start: Any) -> None:
+            set_level(new.log_level)
+
+    def _restart_cameras(self, to_stop: Sequence[str], to_start: Sequence[str]) -> None:
         pipeline = self._require_pipeline()
         for name in to_stop:
             worker = pipeline.captures.pop(name, None)
             if worker is not None:
-                worker.stop()  # type: ignore[attr-defined]
-                worker.join(5.0)  # type: ignore[attr-defined]
+                worker.stop()
+                worker.join(5.0)
             pipeline.board.remove(name)
         for name in to_start:
             camera = next(c for c in self.config.cameras if c.name == name)
             if camera.enabled:
-                worker = build_capture(self.config, name, pipeline)
+                worker = build_capture(self.config, name, pipeline, retry_first_open=True)
                 pipeline.captures[name] = worker
-                worker.start()  # type: ignore[attr-defined]
+                worker.start()
 
     # -- stop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event, reload: Optional[threading.Event] = None, tick: float = 0.25) -> int:
