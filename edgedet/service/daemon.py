@@ -96,11 +96,11 @@ class Daemon:
 
         try:
             reader = open_telemetry(config.telemetry)
+            if reader is not None:
+                reader.start()
         except EdgedetError as exc:
             log.warning("telemetry disabled: %s", exc)
             return None, None
-        if reader is not None:
-            reader.start()
         policy = ThrottlePolicy(config.telemetry.throttle) if config.telemetry.throttle.enabled else None
         return reader, policy
 
@@ -216,19 +216,18 @@ class Daemon:
             return
         self._last_telemetry = now
         reading = self.telemetry.latest()
-        if reading is None:
-            return
-        if self.publisher is not None:
-            self.publisher.publish_telemetry(self.telemetry_payload(reading))
         if self.throttle is not None:
+            # also without a reading: a dead sensor must not leave a frame-rate cap in force
             self._apply_throttle(self.throttle.update(reading))
+        if reading is not None and self.publisher is not None:
+            self.publisher.publish_telemetry(self.telemetry_payload(reading))
 
     def telemetry_payload(self, reading: Any) -> Dict[str, Any]:
-        from edgedet.telemetry.energy import energy_summary
+        from edgedet.telemetry.energy import stats_summary
 
         payload: Dict[str, Any] = reading.to_payload()
         pipeline = self._require_pipeline()
-        payload["energy"] = energy_summary(reading, pipeline.stats.total_fps())
+        payload["energy"] = stats_summary(reading, pipeline.stats.total_fps())
         if self.throttle is not None:
             payload["throttle"] = self.throttle.state_payload()
         return payload
@@ -268,6 +267,12 @@ class Daemon:
             "latency_ms": pipeline.stats.latency_summary(),
             "model": vars(pipeline.model.model_info),
         }
+        if self.telemetry is not None:
+            from edgedet.telemetry.energy import stats_summary
+
+            payload["power"] = stats_summary(self.telemetry.latest(), pipeline.stats.total_fps())
+        if self.throttle is not None:
+            payload["throttle"] = self.throttle.state_payload()
         if self.publisher is not None:
             payload["mqtt"] = self.publisher.status_payload()
         if self.reload_error is not None:

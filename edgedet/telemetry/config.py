@@ -9,7 +9,7 @@ from edgedet.configbase import Strict
 
 
 class ThrottleStep(Strict):
-    """Above ``above_c`` on the policy's sensor, cap processing at ``max_fps``."""
+    """At or above ``above_c`` on the policy's sensor, cap processing at ``max_fps``."""
 
     above_c: float
     max_fps: float = Field(gt=0)
@@ -25,8 +25,13 @@ class ThrottleConfig(Strict):
     @model_validator(mode="after")
     def _steps_sorted(self) -> "ThrottleConfig":
         temps = [s.above_c for s in self.steps]
-        if temps != sorted(temps):
-            raise ValueError("throttle steps must be sorted by above_c, coolest first")
+        if any(b <= a for a, b in zip(temps, temps[1:])):
+            raise ValueError("throttle steps must be sorted by above_c, coolest first, without repeats")
+        fps = [s.max_fps for s in self.steps]
+        if any(b > a for a, b in zip(fps, fps[1:])):
+            raise ValueError("throttle steps: max_fps must not rise as the temperature rises")
+        if self.enabled and not self.steps:
+            raise ValueError("throttle is enabled but has no steps")
         return self
 
 
@@ -35,7 +40,16 @@ class TelemetryConfig(Strict):
     type: Literal["auto", "tegrastats", "jtop", "nvml", "sysfs", "none"] = "auto"
     interval_s: float = Field(default=5.0, ge=0.1)
     tegrastats_path: str = "tegrastats"
-    retain: bool = False
-    # name of the power rail that measures the whole module's input (None: guess VDD_IN/POM_5V_IN/...)
+    # tegrastats is started again after it exits, waiting min..max seconds (doubling each time)
+    restart_min_s: float = Field(default=1.0, gt=0)
+    restart_max_s: float = Field(default=60.0, gt=0)
+    # name of the power rail that measures the whole module's input (None: VDD_IN or POM_5V_IN, else
+    # the sum of the module's rails on boards without an input rail: AGX Xavier, AGX Orin, Thor)
     total_power_rail: Optional[str] = None
     throttle: ThrottleConfig = ThrottleConfig()
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "TelemetryConfig":
+        if self.restart_max_s < self.restart_min_s:
+            raise ValueError("restart_max_s must not be below restart_min_s")
+        return self
