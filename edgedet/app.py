@@ -10,7 +10,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -18,8 +18,13 @@ from edgedet.config import Config
 from edgedet.errors import EdgedetError
 from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
 from edgedet.pipeline.stats import PipelineStats
+from edgedet.service.worker import Worker
 from edgedet.sources.config import FileSource
 from edgedet.types import DetectionResult, InputSpec
+
+if TYPE_CHECKING:
+    from edgedet.sources.base import FrameReader
+    from edgedet.sources.capture import CaptureWorker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ def load_model_stage(config: Config) -> ModelStage:
     model_path = config.resolve_path(config.model.path)
     backend = open_backend(config.backend, model_path, config.state_path)
     try:
-        post = build_postprocessor(config.model, backend)
+        post = build_postprocessor(config.model, backend, base_dir=config.resolve_path("."))
         spec = input_spec_for(config.model, backend, post.family)
         kind = _preprocess_kind(config)
         warm = np.zeros((spec.batch, 3, spec.height, spec.width), dtype=spec.dtype)
@@ -88,18 +93,21 @@ class Pipeline:
     board: FrameBoard
     inference: InferenceWorker
     post: PostWorker
-    captures: Dict[str, object] = field(default_factory=dict)
+    captures: Dict[str, CaptureWorker] = field(default_factory=dict)
     publisher: Optional[object] = None
     stats: PipelineStats = field(default_factory=PipelineStats)
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
 
-    def workers(self) -> Dict[str, object]:
-        out: Dict[str, object] = {"inference": self.inference, "postprocess": self.post}
+    def workers(self) -> Dict[str, Worker]:
+        out: Dict[str, Worker] = {"inference": self.inference, "postprocess": self.post}
         out.update({f"capture-{name}": w for name, w in self.captures.items()})
         return out
 
 
-def build_capture(config: Config, camera_name: str, pipeline: Pipeline) -> object:
+def build_capture(
+    config: Config, camera_name: str, pipeline: Pipeline, retry_first_open: bool = False
+) -> CaptureWorker:
+    """One camera's capture thread; ``retry_first_open`` keeps retrying a source that is down at start."""
     from edgedet.preprocess import make_preprocessor
     from edgedet.sources import open_reader
     from edgedet.sources.capture import CaptureWorker
@@ -111,10 +119,10 @@ def build_capture(config: Config, camera_name: str, pipeline: Pipeline) -> objec
     preprocessor = make_preprocessor(pipeline.model.preprocess_kind, pipeline.model.spec)
     slot = pipeline.board.add(camera.name)
 
-    def reader_factory() -> object:
+    def reader_factory() -> FrameReader:
         return open_reader(source)
 
-    return CaptureWorker(camera, reader_factory, preprocessor, slot)
+    return CaptureWorker(camera, reader_factory, preprocessor, slot, retry_first_open=retry_first_open)
 
 
 def build_pipeline(
@@ -161,16 +169,16 @@ def start_pipeline(pipeline: Pipeline) -> None:
     pipeline.post.start()
     pipeline.inference.start()
     for worker in pipeline.captures.values():
-        worker.start()  # type: ignore[attr-defined]
+        worker.start()
 
 
 def stop_pipeline(pipeline: Pipeline, timeout: float) -> None:
     """Stop capture first, let in-flight frames finish, then the inference stages; free the model."""
     deadline = time.monotonic() + timeout
     for worker in pipeline.captures.values():
-        worker.stop()  # type: ignore[attr-defined]
+        worker.stop()
     for worker in pipeline.captures.values():
-        worker.join(max(0.1, deadline - time.monotonic()))  # type: ignore[attr-defined]
+        worker.join(max(0.1, deadline - time.monotonic()))
     # drain: whatever is already in a slot or the hand-off queue is still inferred and published
     while pipeline.board.slots and any(len(s) for s in pipeline.board.slots.values()):
         if time.monotonic() > deadline or not pipeline.inference.alive:

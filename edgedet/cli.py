@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--agreement-video", type=Path, default=None, help="also score agreement with the first model"
     )
     p.add_argument("--report", type=Path, default=None, help="write the comparison table (Markdown) here")
+    p.add_argument("--config", "-c", type=Path, default=None, help="model settings and backend from here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = add("watch", cmd_watch, "subscribe to a broker and pretty-print what edgedet publishes")
     p.add_argument("--host", default="localhost")

@@ -57,10 +57,13 @@ class Letterbox:
     def to_source(self, boxes: np.ndarray) -> np.ndarray:
         """Map xyxy boxes in model-input pixels back to source pixels, clipped to the image."""
         out = boxes.astype(np.float32, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
-        np.clip(out[:, [0, 2]], 0, self.source_width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.source_height, out=out[:, [1, 3]])
+        xs, ys = out[:, 0::2], out[:, 1::2]  # views (fancy indexing would clip a copy)
+        xs -= self.pad_x
+        xs /= self.scale
+        ys -= self.pad_y
+        ys /= self.scale
+        np.clip(xs, 0, self.source_width, out=xs)
+        np.clip(ys, 0, self.source_height, out=ys)
         return out
 
 

@@ -105,3 +105,12 @@ def test_latency_percentiles_are_bounded_window() -> None:
     assert pct is not None and pct["n"] == 100
     assert pct["p50_ms"] == pytest.approx(949.5)
     assert rec.percentiles("missing") is None
+
+
+def test_letterbox_maps_back_and_clips_to_the_source() -> None:
+    lb = Letterbox(scale=0.5, pad_x=0.0, pad_y=10.0, source_width=100, source_height=50)
+    boxes = np.array([[10.0, 20.0, 30.0, 25.0], [-5.0, 5.0, 300.0, 200.0]], np.float32)
+    out = lb.to_source(boxes)
+    np.testing.assert_allclose(out[0], [20.0, 20.0, 60.0, 30.0])
+    np.testing.assert_allclose(out[1], [0.0, 0.0, 100.0, 50.0])
+    assert boxes[1, 0] == -5.0  # the input is not modified

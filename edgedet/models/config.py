@@ -2,7 +2,7 @@
 
 from typing import Dict, List, Optional, Tuple, Union
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat, PositiveInt
 from typing_extensions import Literal
 
 from edgedet.configbase import Strict
@@ -19,8 +19,10 @@ class ModelConfig(Strict):
     channel_order: Optional[Literal["bgr", "rgb"]] = None
     scale: Optional[float] = Field(default=None, gt=0)
     mean: Optional[Tuple[float, float, float]] = None
-    std: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[PositiveFloat, PositiveFloat, PositiveFloat]] = None
     letterbox_center: Optional[bool] = None
+    # [width, height] of the model input, needed only when the model's input size is dynamic
+    input_size: Optional[Tuple[PositiveInt, PositiveInt]] = None
     pad_value: Optional[float] = Field(default=None, ge=0, le=255)
     # class names: a list, a labels file (one name per line), or None (model metadata, else COCO-80)
     labels: Optional[Union[List[str], str]] = None

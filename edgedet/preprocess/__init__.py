@@ -1,1 +1,25 @@
 """Preprocessing: letterbox + colour order + scaling + HWC->CHW, written into the model's input buffer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgedet.preprocess.base import Preprocessor
+    from edgedet.types import InputSpec
+
+
+def make_preprocessor(kind: str, spec: InputSpec) -> Preprocessor:
+    """Build the preprocessor named by ``kind``: "cpu" (OpenCV + numpy) or "cuda" (pycuda kernel).
+
+    Imports happen here, so choosing "cpu" never touches CUDA and vice versa.
+    """
+    if kind == "cpu":
+        from edgedet.preprocess.cpu import CpuPreprocessor
+
+        return CpuPreprocessor(spec)
+    if kind == "cuda":
+        from edgedet.preprocess.cuda import CudaPreprocessor  # type: ignore[import-not-found,unused-ignore]
+
+        return CudaPreprocessor(spec)  # type: ignore[no-any-return,unused-ignore]
+    raise ValueError(f"unknown preprocessor kind {kind!r} (cpu or cuda)")

@@ -19,10 +19,15 @@ def letterbox_geometry(src_w: int, src_h: int, spec: InputSpec) -> Tuple[float, 
 
     Returns (scale, new_w, new_h, pad_x, pad_y). Shared by every implementation so that CPU and CUDA
     outputs agree to the pixel.
+
+    ``scale = min(W / src_w, H / src_h)``; the resized size is floor(src * scale) as in YOLOX's own
+    preprocessing (the reference mAP in shared/docs/reference-measurements.md is measured that way; the
+    1e-6 keeps e.g. 640 * 0.65 from flooring to 415); the centred padding is floor((W - new_w) / 2),
+    which is what Ultralytics' round(dw - 0.1) gives.
     """
     scale = min(spec.width / src_w, spec.height / src_h)
-    new_w = max(1, min(spec.width, int(round(src_w * scale))))
-    new_h = max(1, min(spec.height, int(round(src_h * scale))))
+    new_w = max(1, min(spec.width, int(src_w * scale + 1e-6)))
+    new_h = max(1, min(spec.height, int(src_h * scale + 1e-6)))
     if spec.center:
         pad_x = (spec.width - new_w) / 2.0
         pad_y = (spec.height - new_h) / 2.0

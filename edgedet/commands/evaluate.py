@@ -1,0 +1,60 @@
+"""`edgedet eval`: COCO mAP of one model, or of several variants side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import List, Optional
+
+from edgedet.commands.progress import progress_printer
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    models: List[Path] = args.model or [_demo_model()]
+    if len(models) > 1 or args.agreement_video is not None or args.report is not None:
+        from edgedet.precision.compare import run_compare_command
+
+        return run_compare_command(args, models)
+    return _eval_one(args, models[0])
+
+
+def _demo_model() -> Path:
+    from edgedet.cli import DEMO_CONFIG
+
+    return DEMO_CONFIG.parent / "yolox_nano.onnx"
+
+
+def _eval_one(args: argparse.Namespace, model: Path) -> int:
+    from edgedet.precision.evaluate import evaluate
+
+    model_cfg, backend = None, None
+    config_path: Optional[Path] = getattr(args, "config", None)
+    if config_path is not None:
+        from edgedet.backends import open_backend
+        from edgedet.config import load_config
+
+        config = load_config(config_path)
+        model_cfg = config.model
+        if config.backend.type != "onnxruntime":
+            backend = open_backend(config.backend, model, config.state_path)
+    result = evaluate(
+        model,
+        args.images,
+        args.annotations,
+        model_cfg=model_cfg,
+        backend=backend,
+        threads=args.threads,
+        limit=args.limit,
+        progress=progress_printer(f"eval {model.name}"),
+    )
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(result.summary)
+    print(
+        f"{model.name} ({result.precision}, {result.family}): mAP@0.5:0.95 {result.map50_95:.4f}  "
+        f"mAP@0.5 {result.map50:.4f}  on {result.images} images; "
+        f"median inference {result.median_infer_ms:.1f} ms, end to end {result.median_total_ms:.1f} ms"
+    )
+    return 0
