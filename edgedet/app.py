@@ -50,7 +50,14 @@ def load_model_stage(config: Config) -> ModelStage:
     from edgedet.publish.messages import ModelInfo
 
     model_path = config.resolve_path(config.model.path)
-    backend = open_backend(config.backend, model_path, config.state_path)
+    backend = open_backend(
+        config.backend,
+        model_path,
+        config.state_path,
+        model_cfg=config.model,
+        resolve=config.resolve_path,
+        progress=lambda line: log.info("%s", line),
+    )
     try:
         post = build_postprocessor(config.model, backend, base_dir=config.resolve_path("."))
         spec = input_spec_for(config.model, backend, post.family)
@@ -116,7 +123,12 @@ def build_capture(
     source = camera.source
     if isinstance(source, FileSource):  # relative paths are relative to the config file
         source = source.model_copy(update={"path": str(config.resolve_path(source.path))})
-    preprocessor = make_preprocessor(pipeline.model.preprocess_kind, pipeline.model.spec)
+    preprocessor = make_preprocessor(
+        pipeline.model.preprocess_kind,
+        pipeline.model.spec,
+        device=getattr(config.backend, "device", 0),
+        cache_dir=config.cache_path,
+    )
     slot = pipeline.board.add(camera.name)
 
     def reader_factory() -> FrameReader:
@@ -134,7 +146,9 @@ def build_pipeline(
     model = load_model_stage(config)
     board = FrameBoard()
     handoff: queue.Queue[InferenceBatch] = queue.Queue(maxsize=2)
-    max_batch = min(len(config.cameras), model.spec.batch)
+    # a dynamic batch axis reports None in the spec; the backend knows its real maximum
+    engine_batch = int(getattr(model.backend, "max_batch", model.spec.batch) or 1)
+    max_batch = max(1, min(len(config.cameras), engine_batch))
     inference = InferenceWorker(board, model.backend, handoff, max_batch=max_batch)  # type: ignore[arg-type]
     pipeline = Pipeline(config, model, board, inference, PostWorker(handoff, _decoder(model), []))
     pipeline.publisher = publisher

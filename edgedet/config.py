@@ -76,6 +76,13 @@ class Config(Strict):
             return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
         return self.resolve_path(self.state_dir)
 
+    @property
+    def cache_path(self) -> Path:
+        """Disposable caches (compiled CUDA kernels): systemd's CacheDirectory=, else <state_dir>/cache."""
+        if os.environ.get("CACHE_DIRECTORY"):
+            return Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
+        return self.state_path / "cache"
+
     _base_dir: Optional[Path] = None
 
 

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 if TYPE_CHECKING:
     from edgedet.backends.base import Backend
     from edgedet.backends.config import BackendConfig
+    from edgedet.models.config import ModelConfig
 
 
-def open_backend(cfg: BackendConfig, model_path: Path, state_dir: Path) -> Backend:
+def open_backend(
+    cfg: BackendConfig,
+    model_path: Path,
+    state_dir: Path,
+    *,
+    model_cfg: Optional[ModelConfig] = None,
+    resolve: Optional[Callable[[str], Path]] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Backend:
     """Load ``model_path`` with the backend named by ``cfg.type``; only that backend's module is imported.
 
-    ``state_dir`` is where backends keep what they build (TensorRT engines, calibration caches).
+    ``state_dir`` is where backends keep what they build (TensorRT engines, calibration caches);
+    ``model_cfg`` gives TensorRT the preprocessing for INT8 calibration and a fixed size for dynamic
+    inputs; ``resolve`` maps paths in the config (relative to the config file) to real paths.
     """
     if cfg.type == "onnxruntime":
         from edgedet.backends.onnxruntime import OnnxRuntimeBackend
@@ -23,8 +34,17 @@ def open_backend(cfg: BackendConfig, model_path: Path, state_dir: Path) -> Backe
         from edgedet.backends.tensorrt import (  # type: ignore[import-not-found,unused-ignore]
             open_tensorrt_backend,
         )
+        from edgedet.models.postprocess import input_spec_resolver
 
-        return open_tensorrt_backend(cfg, model_path, state_dir)  # type: ignore[no-any-return,unused-ignore]
+        return open_tensorrt_backend(  # type: ignore[no-any-return,unused-ignore]
+            cfg,
+            model_path,
+            state_dir,
+            input_spec=input_spec_resolver(model_cfg, model_path) if model_cfg is not None else None,
+            input_size=model_cfg.input_size if model_cfg is not None else None,
+            resolve=resolve,
+            progress=progress,
+        )
     if cfg.type == "python":
         return _open_plugin(cfg.factory, model_path, state_dir, cfg.options)
     raise ValueError(f"unknown backend type {cfg.type!r}")

@@ -8,8 +8,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from edgedet.slot import LatestSlot
 from edgedet.types import DetectionResult, PreparedFrame
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -92,7 +95,12 @@ def _release(frame: PreparedFrame) -> None:
 
 
 class InferenceWorker(Worker):
-    """Runs the backend on batches of prepared frames; one thread, since backends are not re-entrant."""
+    """Runs the backend on batches of prepared frames; one thread, since backends are not re-entrant.
+
+    With a backend that has ``submit``/``collect`` (TensorRT), up to ``backend.slots`` batches are in
+    flight at once so the upload, execution and download of consecutive frames overlap on the GPU;
+    device tensors from the CUDA preprocessor are passed as they are, never copied back to the host.
+    """
 
     def __init__(
         self,
@@ -112,27 +120,71 @@ class InferenceWorker(Worker):
         self._on_thread_start = on_thread_start
         self.frames_inferred = 0
         self.last_infer_ms: Optional[float] = None
+        self._async = callable(getattr(backend, "submit", None)) and callable(
+            getattr(backend, "collect", None)
+        )
+        self._device_feeds = bool(getattr(backend, "accepts_device_tensors", False))
+        self._depth = max(1, int(getattr(backend, "slots", 1))) if self._async else 1
+        self._inflight: Deque[Tuple[List[PreparedFrame], object, float]] = deque()
 
     def setup(self) -> None:
         if self._on_thread_start is not None:
             self._on_thread_start()  # e.g. push the CUDA context in this thread
 
     def step(self) -> None:
+        if self._async:
+            self._step_async()
+            return
         frames = self.board.take(self.max_batch, timeout=0.5)
         if not frames:
             return
+        start = time.monotonic()
         try:
-            feeds = {self.input_name: _stack([f.tensor for f in frames])}
+            outputs = self._call(lambda: self.backend.infer(self._feeds(frames)))  # type: ignore[arg-type]
+        finally:
+            for f in frames:
+                _release(f)  # the input buffer is free again as soon as the backend has read it
+        self._emit(frames, outputs, start)
+
+    def _step_async(self) -> None:
+        # wait for new frames only when nothing is in flight; otherwise just look and collect
+        frames = self.board.take(self.max_batch, timeout=0.0 if self._inflight else 0.5)
+        if frames:
             start = time.monotonic()
-            outputs = self.backend.infer(feeds)
-            done = time.monotonic()
+            feeds = self._feeds(frames)
+            try:
+                handle = self._call(lambda: self.backend.submit(feeds))  # type: ignore[attr-defined]
+            except BaseException:
+                for f in frames:
+                    _release(f)
+                raise
+            self._inflight.append((frames, handle, start))
+        if self._inflight and (len(self._inflight) >= self._depth or not frames):
+            done_frames, handle, started = self._inflight.popleft()
+            try:
+                outputs = self._call(lambda: self.backend.collect(handle))  # type: ignore[attr-defined]
+            finally:
+                for f in done_frames:
+                    _release(f)  # device inputs stay owned until the GPU has finished with them
+            self._emit(done_frames, outputs, started)
+
+    def _feeds(self, frames: List[PreparedFrame]) -> Dict[str, object]:
+        tensors = [f.tensor for f in frames]
+        if self._device_feeds:
+            return {self.input_name: tensors if len(tensors) > 1 else tensors[0]}
+        return {self.input_name: _stack(tensors)}
+
+    @staticmethod
+    def _call(fn: Callable[[], T]) -> T:
+        try:
+            return fn()
         except BackendError:
             raise
         except Exception as exc:
             raise BackendError(f"inference failed: {exc}") from exc
-        finally:
-            for f in frames:
-                _release(f)  # the input buffer is free again as soon as the backend has read it
+
+    def _emit(self, frames: List[PreparedFrame], outputs: Dict[str, np.ndarray], start: float) -> None:
+        done = time.monotonic()
         self.frames_inferred += len(frames)
         self.last_infer_ms = (done - start) * 1000.0
         batch = InferenceBatch(frames, outputs, start, self.last_infer_ms)
@@ -144,6 +196,12 @@ class InferenceWorker(Worker):
                 return
             except queue.Full:
                 self.beat()
+
+    def teardown(self) -> None:
+        while self._inflight:  # give every buffer back, even after a failure
+            frames, _, _ = self._inflight.popleft()
+            for f in frames:
+                _release(f)
 
 
 def _ms(seconds: float) -> float:

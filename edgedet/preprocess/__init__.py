@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from edgedet.preprocess.base import Preprocessor
     from edgedet.types import InputSpec
 
 
-def make_preprocessor(kind: str, spec: InputSpec) -> Preprocessor:
-    """Build the preprocessor named by ``kind``: "cpu" (OpenCV + numpy) or "cuda" (pycuda kernel).
+def make_preprocessor(
+    kind: str, spec: InputSpec, device: int = 0, cache_dir: Optional[Path] = None
+) -> Preprocessor:
+    """Build the preprocessor named by ``kind``: "cpu" (OpenCV + numpy) or "cuda" (pycuda kernel on
+    GPU ``device``, compiled kernels cached in ``cache_dir``).
 
     Imports happen here, so choosing "cpu" never touches CUDA and vice versa.
     """
@@ -21,5 +25,6 @@ def make_preprocessor(kind: str, spec: InputSpec) -> Preprocessor:
     if kind == "cuda":
         from edgedet.preprocess.cuda import CudaPreprocessor  # type: ignore[import-not-found,unused-ignore]
 
-        return CudaPreprocessor(spec)  # type: ignore[no-any-return,unused-ignore]
+        folder = str(cache_dir) if cache_dir is not None else None
+        return CudaPreprocessor(spec, device=device, cache_dir=folder)  # type: ignore[no-any-return,unused-ignore]
     raise ValueError(f"unknown preprocessor kind {kind!r} (cpu or cuda)")

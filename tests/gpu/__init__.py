@@ -1,0 +1,1 @@
+"""Tests that need a CUDA GPU and pycuda; they skip with a reason elsewhere (CI has no GPU)."""
