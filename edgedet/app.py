@@ -23,6 +23,9 @@ from edgedet.sources.config import FileSource
 from edgedet.types import DetectionResult, InputSpec
 
 if TYPE_CHECKING:
+    from edgedet.backends.base import Backend
+    from edgedet.models.postprocess import PostProcessor
+    from edgedet.publish.messages import ModelInfo
     from edgedet.sources.base import FrameReader
     from edgedet.sources.capture import CaptureWorker
 
@@ -33,14 +36,14 @@ log = logging.getLogger(__name__)
 class ModelStage:
     """The loaded backend with everything derived from it (input spec, decoder, preprocessing kind)."""
 
-    backend: object
-    postprocessor: object
+    backend: Backend
+    postprocessor: PostProcessor
     spec: InputSpec
     preprocess_kind: str
-    model_info: object
+    model_info: ModelInfo
 
     def close(self) -> None:
-        self.backend.close()  # type: ignore[attr-defined]
+        self.backend.close()
 
 
 def load_model_stage(config: Config) -> ModelStage:

@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="edgedet")
     p.add_argument("--username", default=None)
     p.add_argument("--check", action="store_true", help="report gaps, duplicates and reordering per camera")
+    p.add_argument("--validate", action="store_true", help="validate each message against its JSON Schema")
+    p.add_argument("--share", default=None, metavar="GROUP", help="join an MQTT 5 shared subscription")
+    p.add_argument("--topic", default="#", help="topic filter under <prefix>/ (default: everything)")
+    p.add_argument("--config", "-c", type=Path, default=None, help="broker settings (TLS, user) from here")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
 

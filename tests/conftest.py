@@ -66,3 +66,13 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[object]:
     finally:
         for b in made:
             b.stop()
+
+
+@pytest.fixture
+def subscriber(mosquitto: Mosquitto) -> Iterator[object]:
+    """A real MQTT client recording everything under edgedet/<test device>/# (see daemon_harness)."""
+    from tests.support.daemon_harness import Subscriber
+
+    sub = Subscriber(mosquitto)
+    yield sub
+    sub.close()

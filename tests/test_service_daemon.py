@@ -10,157 +10,18 @@ WATCHDOG_USEC, a real mosquitto, the real model on the bundled clip.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import List
 
 import pytest
-import yaml
 
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 from tests.support.broker import Mosquitto
+from tests.support.daemon_harness import WATCHDOG_S, RunningDaemon, Subscriber, daemon_config
 from tests.support.fake_systemd import FakeSystemd
 
-if importlib.util.find_spec("edgedet.app") is None:
-    pytest.skip("edgedet.app (the daemon's composition root) does not exist yet", allow_module_level=True)
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-REPO = Path(__file__).resolve().parent.parent
-DEVICE = "test-dev"
-WATCHDOG_S = 3.0
-START_TIMEOUT = 90.0
-
-
-def _config(tmp_path: Path, broker: Mosquitto, cameras: Tuple[str, ...] = ("front",), **extra: Any) -> Dict:
-    data: Dict[str, Any] = {
-        "version": 1,
-        "device_id": DEVICE,
-        "log_level": "info",
-        "state_dir": str(tmp_path / "state"),
-        "model": {"path": str(DEMO_MODEL)},
-        "backend": {"type": "onnxruntime", "threads": 1},
-        "cameras": [
-            {
-                "name": name,
-                "source": {"type": "file", "path": str(DEMO_CLIP), "loop": True, "pace": "realtime"},
-                "max_fps": 4,  # two cores for the whole suite: keep the daemon light
-            }
-            for name in cameras
-        ],
-        "mqtt": {"host": broker.host, "port": broker.port},
-        "telemetry": {"type": "none"},
-        "stats": {"interval_s": 1},
-        "service": {"heartbeat_timeout_s": 1.0, "stop_timeout_s": 5},
-    }
-    data.update(extra)
-    return data
-
-
-class Subscriber:
-    """A real MQTT client recording every message under edgedet/<device>/#."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.messages: List[Tuple[float, str, bytes, bool]] = []
-        self._cond = threading.Condition()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}")
-        self._client.on_message = self._on_message
-        subscribed = threading.Event()
-        self._client.on_subscribe = lambda *a: subscribed.set()
-        self._client.on_connect = lambda c, *a: c.subscribe(f"edgedet/{DEVICE}/#", qos=1)
-        self._client.connect(broker.host, broker.port)
-        self._client.loop_start()
-        assert subscribed.wait(10), "test subscriber could not subscribe"
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        with self._cond:
-            self.messages.append((time.monotonic(), msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self._cond.notify_all()
-
-    def wait(
-        self, topic_suffix: str, timeout: float, since: float = 0.0, contains: Optional[bytes] = None
-    ) -> bytes:
-        deadline = time.monotonic() + timeout
-        topic = f"edgedet/{DEVICE}/{topic_suffix}"
-        with self._cond:
-            while True:
-                for t, tp, payload, _ in self.messages:
-                    if tp == topic and t > since and (contains is None or contains in payload):
-                        return payload
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = sorted({tp for _, tp, _, _ in self.messages})
-                    raise AssertionError(f"nothing on {topic} within {timeout} s; topics seen: {seen}")
-                self._cond.wait(left)
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
-
-
-class RunningDaemon:
-    def __init__(self, tmp_path: Path, broker: Mosquitto, config: Dict) -> None:
-        self.config_path = tmp_path / "edgedet.yaml"
-        self.write(config)
-        self.fake = FakeSystemd(tmp_path)
-        self.log_path = tmp_path / "daemon.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        env.pop("JOURNAL_STREAM", None)
-        self.proc = self.fake.spawn(
-            [sys.executable, "-m", "edgedet", "run", "--config", str(self.config_path)],
-            watchdog_usec=int(WATCHDOG_S * 1_000_000),
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=str(tmp_path),
-        )
-
-    def write(self, config: Dict) -> None:
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self) -> int:
-        """Index of the READY=1 message; skips the test when the daemon cannot even be imported yet."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                text = self.log_text()
-                if "ModuleNotFoundError: No module named 'edgedet." in text:
-                    pytest.skip("the daemon is not wired yet: " + text.strip().splitlines()[-1])
-                raise AssertionError(f"daemon exited {self.proc.returncode} before READY=1:\n{text[-3000:]}")
-            try:
-                ready = self.fake.wait_for("READY=1", timeout=0.5)
-                return self.fake.index_of(ready)
-            except AssertionError:
-                continue
-        raise AssertionError(f"no READY=1 within {START_TIMEOUT} s:\n{self.log_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.fake.close()
-        self._log.close()
-
-
-@pytest.fixture
-def subscriber(mosquitto: Mosquitto) -> Iterator[Subscriber]:
-    sub = Subscriber(mosquitto)
-    yield sub
-    sub.close()
 
 
 def _statuses(fake: FakeSystemd, start: int = 0) -> List[str]:
@@ -170,7 +31,7 @@ def _statuses(fake: FakeSystemd, start: int = 0) -> List[str]:
 def test_ready_status_watchdog_then_sigterm(
     tmp_path: Path, mosquitto: Mosquitto, subscriber: Subscriber
 ) -> None:
-    d = RunningDaemon(tmp_path, mosquitto, _config(tmp_path, mosquitto))
+    d = RunningDaemon(tmp_path, mosquitto, daemon_config(tmp_path, mosquitto))
     try:
         ready_at = d.wait_ready()
         ready = d.fake.messages[ready_at]
@@ -193,7 +54,7 @@ def test_ready_status_watchdog_then_sigterm(
 def test_sighup_invalid_edit_keeps_old_config_then_valid_edit_applies(
     tmp_path: Path, mosquitto: Mosquitto, subscriber: Subscriber
 ) -> None:
-    good = _config(tmp_path, mosquitto)
+    good = daemon_config(tmp_path, mosquitto)
     d = RunningDaemon(tmp_path, mosquitto, good)
     try:
         ready_at = d.wait_ready()
@@ -218,7 +79,7 @@ def test_sighup_invalid_edit_keeps_old_config_then_valid_edit_applies(
         assert any(b"camras" in p for _, _, p, _ in subscriber.messages), "the error was not published"
 
         # a valid edit: a second camera
-        d.write(_config(tmp_path, mosquitto, cameras=("front", "back")))
+        d.write(daemon_config(tmp_path, mosquitto, cameras=("front", "back")))
         n = len(d.fake.messages)
         d.proc.send_signal(signal.SIGHUP)
         d.fake.assert_sequence(["RELOADING=1", "READY=1"], timeout=30, start=n)
@@ -229,8 +90,6 @@ def test_sighup_invalid_edit_keeps_old_config_then_valid_edit_applies(
 
 
 def test_hung_backend_stops_watchdog_pings(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    from pydantic import ValidationError
-
     from edgedet.config import Config
 
     hang_file = tmp_path / "hang-now"
@@ -239,11 +98,8 @@ def test_hung_backend_stops_watchdog_pings(tmp_path: Path, mosquitto: Mosquitto)
         "factory": "tests.support.hanging_backend:HangingBackend",
         "options": {"hang_file": str(hang_file)},
     }
-    config = _config(tmp_path, mosquitto, backend=backend)
-    try:
-        Config.model_validate(config)
-    except ValidationError:
-        pytest.skip("no plug-in backend type `python` in the config yet (proposed in the service report)")
+    config = daemon_config(tmp_path, mosquitto, backend=backend)
+    Config.model_validate(config)  # the plug-in backend type is part of the config
     d = RunningDaemon(tmp_path, mosquitto, config)
     try:
         ready_at = d.wait_ready()

@@ -64,7 +64,7 @@ def _read_frames(video: Path, n: int) -> List[np.ndarray]:
     import cv2
 
     cap = cv2.VideoCapture(str(video))
-    frames = []
+    frames: List[np.ndarray] = []
     while len(frames) < n:
         ok, frame = cap.read()
         if not ok:
@@ -80,7 +80,7 @@ def bench_pipeline(video: Path, model: Path, frames: int, threads: int) -> Dict[
     from edgedet.app import build_pipeline, load_model_stage, start_pipeline, stop_pipeline
     from edgedet.config import parse_config
     from edgedet.pipeline.stats import PipelineStats
-    from edgedet.preprocess import make_preprocessor
+    from edgedet.preprocess.cpu import CpuPreprocessor
     from edgedet.publish.messages import build_detections_message
 
     config = parse_config(_config_text(model, video, threads))
@@ -89,17 +89,17 @@ def bench_pipeline(video: Path, model: Path, frames: int, threads: int) -> Dict[
     # (a) inference alone, on a real preprocessed frame
     stage = load_model_stage(config)
     spec = stage.spec
-    pre = make_preprocessor("cpu", spec)
+    pre = CpuPreprocessor(spec)
     buf = pre.allocate()
     sample = _read_frames(video, 1)[0]
     pre.run(sample, buf)
     feeds = {spec.name: buf}
     for _ in range(WARMUP):
-        stage.backend.infer(feeds)  # type: ignore[attr-defined]
+        stage.backend.infer(feeds)
     times = []
     for _ in range(frames):
         t0 = time.perf_counter()
-        stage.backend.infer(feeds)  # type: ignore[attr-defined]
+        stage.backend.infer(feeds)
         times.append(time.perf_counter() - t0)
     infer_median_ms = float(np.median(times) * 1000)
     figures["a_inference_fps"] = len(times) / sum(times)
@@ -118,8 +118,8 @@ def bench_pipeline(video: Path, model: Path, frames: int, threads: int) -> Dict[
         if not ok:
             break
         letterbox = pre.run(frame, buf)
-        outputs = stage.backend.infer(feeds)  # type: ignore[attr-defined]
-        stage.postprocessor(outputs, [letterbox])  # type: ignore[operator]
+        outputs = stage.backend.infer(feeds)
+        stage.postprocessor(outputs, [letterbox])
         done += 1
     cap.release()
     figures["b_sequential_fps"] = (done - WARMUP) / (time.perf_counter() - start)
@@ -140,7 +140,7 @@ def bench_pipeline(video: Path, model: Path, frames: int, threads: int) -> Dict[
         if pipeline.post.failure or pipeline.inference.failure:
             raise EdgedetError(f"pipeline failed: {pipeline.post.failure or pipeline.inference.failure}")
         capture = next(iter(pipeline.captures.values()))
-        if capture.status().state.value in ("ended", "failed") and not any(  # type: ignore[attr-defined]
+        if capture.status().state.value in ("ended", "failed") and not any(
             len(s) for s in pipeline.board.slots.values()
         ):
             break

@@ -86,12 +86,12 @@ def _color(class_id: int) -> Tuple[int, int, int]:
 
 def run_detect(args: argparse.Namespace) -> int:
     from edgedet.app import load_model_stage
-    from edgedet.preprocess import make_preprocessor
+    from edgedet.preprocess.cpu import CpuPreprocessor
     from edgedet.publish.messages import build_detections_message
 
     config = detect_config(args)
     stage = load_model_stage(config)
-    pre = make_preprocessor("cpu", stage.spec)
+    pre = CpuPreprocessor(stage.spec)
     buf = pre.allocate()
     writer: Any = None
     camera = args.path.stem
@@ -101,9 +101,9 @@ def run_detect(args: argparse.Namespace) -> int:
             now_wall, now_mono = time.time(), time.monotonic()
             letterbox = pre.run(frame, buf)
             t0 = time.monotonic()
-            outputs = stage.backend.infer({stage.spec.name: buf})  # type: ignore[attr-defined]
+            outputs = stage.backend.infer({stage.spec.name: buf})
             t1 = time.monotonic()
-            detections = stage.postprocessor(outputs, [letterbox])[0]  # type: ignore[operator]
+            detections = stage.postprocessor(outputs, [letterbox])[0]
             result = DetectionResult(
                 camera=camera,
                 seq=index,

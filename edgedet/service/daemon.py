@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # a capture worker that crashed (a bug, not a dead camera: those are handled inside it) is restarted
 # this many times before the daemon gives up and exits non-zero for systemd to restart it
 MAX_CAPTURE_RESTARTS = 5
+STATUS_INTERVAL_S = 5.0  # how often the frame rates in systemd's STATUS= line are refreshed
 
 
 class Daemon:
@@ -49,6 +50,8 @@ class Daemon:
         self._last_stats = time.monotonic()
         self._last_telemetry = time.monotonic()
         self._last_status = ""
+        self._last_status_states = ""
+        self._last_status_time = 0.0
         self.reload_error: Optional[str] = None
 
     # -- start ---------------------------------------------------------------------------------
@@ -56,7 +59,7 @@ class Daemon:
         """Start every stage; raises EdgedetError (with a user-facing message) when start-up fails."""
         self.publisher = self._start_publisher(self.config)
         try:
-            self.pipeline = build_pipeline(self.config, self.publisher, self._extra_sinks())
+            self.pipeline = build_pipeline(self.config, self.publisher)
         except BaseException:
             self._stop_publisher(2.0)
             raise
@@ -82,11 +85,6 @@ class Daemon:
         )
         publisher.start()
         return publisher
-
-    def _extra_sinks(self) -> list:
-        if self.publisher is None or not hasattr(self.publisher, "observe_result"):
-            return []
-        return [self.publisher.observe_result]  # presence events derive from every result
 
     def _start_telemetry(self, config: Config) -> Tuple[Optional[Any], Optional[Any]]:
         if config.telemetry.type == "none":
@@ -290,17 +288,17 @@ class Daemon:
         log.info("stats: %s", cams)
 
     def status_line(self) -> str:
+        """One line for systemd's STATUS=: cameras up/down with their rates, precision, reload errors."""
         pipeline = self.pipeline
         if pipeline is None:
             return "starting"
         states = {n: w.state.value for n, w in pipeline.captures.items()}
-        up = sum(1 for s in states.values() if s == "streaming")
-        down = [n for n, s in states.items() if s != "streaming"]
+        up = [n for n, s in states.items() if s == "streaming"]
+        down = [f"{n} {s}" for n, s in states.items() if s != "streaming"]
+        rates = ", ".join(f"{n} {pipeline.stats.fps(n) or 0.0:.1f} fps" for n in up)
         info = pipeline.model.model_info
-        text = (
-            f"{up}/{len(states)} cameras up, {pipeline.stats.total_fps():.1f} fps, "
-            f"{getattr(info, 'backend', '?')} {getattr(info, 'precision', '?')}"
-        )
+        text = f"{len(up)}/{len(states)} cameras up" + (f" ({rates})" if rates else "")
+        text += f"; {info.backend} {info.precision}"
         if down:
             text += f"; down: {', '.join(down)}"
         if self.reload_error:
@@ -308,12 +306,18 @@ class Daemon:
         return text
 
     def _update_status(self) -> None:
+        # STATUS= on every change of camera state, and the rates at most every few seconds
         if self.notifier is None:
             return
+        now = time.monotonic()
         line = self.status_line()
-        if line != self._last_status:
-            self._last_status = line
-            self.notifier.status(line)
+        states = line.split(" (")[0] + line.split(";", 1)[-1]
+        if line == self._last_status:
+            return
+        if states == self._last_status_states and now - self._last_status_time < STATUS_INTERVAL_S:
+            return
+        self._last_status, self._last_status_states, self._last_status_time = line, states, now
+        self.notifier.status(line)
 
     # -- reload --------------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -367,12 +371,11 @@ class Daemon:
             self.publisher = self._start_publisher(new)
         if plan.restart_inference:
             stop_pipeline(pipeline, old.service.stop_timeout_s)
-            self.pipeline = build_pipeline(new, self.publisher, self._extra_sinks())
+            self.pipeline = build_pipeline(new, self.publisher)
             start_pipeline(self.pipeline)
         else:
             pipeline.config = new
             pipeline.publisher = self.publisher
-            pipeline.extra_sinks = self._extra_sinks()
             if plan.restart_all_captures:
                 names = tuple(pipeline.captures)
                 self._restart_cameras(names, plan.captures_to_restart(new))

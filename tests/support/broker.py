@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -59,6 +60,9 @@ class Mosquitto:
     def _write_conf(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
         lines = [
+            # as root, mosquitto drops to the `mosquitto` user, which cannot read pytest's 0700 temp
+            # folders (persistence, password and certificate files would silently fail)
+            *(["user root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
             "per_listener_settings false",
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
@@ -73,7 +77,7 @@ class Mosquitto:
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
+    def start(self, timeout: float = 10.0) -> Mosquitto:
         conf = self._write_conf()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=log, stderr=log)

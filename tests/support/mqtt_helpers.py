@@ -1,0 +1,148 @@
+"""Helpers for the MQTT/outbox tests: fast-reconnect configs, a real subscriber, a publisher subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from edgedet.publish.config import MqttConfig
+from edgedet.publish.messages import ModelInfo, PresenceEvent
+from edgedet.publish.watch import Watcher
+from edgedet.types import Detection, DetectionResult
+
+REPO = Path(__file__).resolve().parent.parent.parent
+MODEL = ModelInfo("yolox_nano", "yolox", "fp32", "onnxruntime", 416, 416)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())
+
+
+def persistent_broker(factory: Any, **kw: Any) -> Any:
+    """A broker that keeps sessions and queued messages across restart(). As root, mosquitto drops to
+    the `mosquitto` user and then cannot write its database in a 0700 pytest folder: keep root."""
+    extra = list(kw.pop("extra", [])) + keep_root()
+    return factory(persistence=True, extra=extra, **kw).start()
+
+
+def keep_root() -> List[str]:
+    """mosquitto started as root drops to the `mosquitto` user, which cannot read or write files in
+    pytest's 0700 temporary folders (database, password file, keys): tell it to stay root."""
+    return ["user root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+
+
+def publisher_cfg(port: int, **over: Any) -> MqttConfig:
+    """A config for a broker on 127.0.0.1:port that reconnects fast (tests stop brokers)."""
+    base: Dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "keepalive_s": 5,
+        "reconnect_min_s": 0.2,
+        "reconnect_max_s": 1.0,
+    }
+    base.update(over)
+    return MqttConfig.model_validate(base)
+
+
+def result(
+    camera: str, frame: int, classes: Sequence[str] = ("person",), t: Optional[float] = None
+) -> DetectionResult:
+    dets = tuple(
+        Detection(10.0 + 5 * i, 20.0, 110.0 + 5 * i, 220.0, 0.8, 0 if c == "person" else 2, c)
+        for i, c in enumerate(classes)
+    )
+    now = time.time() if t is None else t
+    return DetectionResult(
+        camera, frame, now, time.monotonic(), 640, 480, dets, {"preprocess": 1.5, "inference": 20.0}
+    )
+
+
+def event(camera: str, i: int, kind: str = "appeared") -> PresenceEvent:
+    t = time.time()
+    return PresenceEvent(camera, kind, 0, "person", t, i, 1, 0.9, t - 1.0, t)
+
+
+def subscriber(port: int, **kw: Any) -> Watcher:
+    """A real subscriber on ``edgedet/#`` (QoS 1) that keeps every decoded message; waits for SUBACK."""
+    w = Watcher("127.0.0.1", port, kw.pop("prefix", "edgedet"), quiet=True, **kw)
+    w.keep = True
+    w.start()
+    if not w.subscribed.wait(10):
+        w.stop()
+        raise RuntimeError(f"subscriber could not subscribe on port {port}")
+    return w
+
+
+class PublisherProc:
+    """tests/support/mqtt_publisher_proc.py in a subprocess, driven by line commands."""
+
+    def __init__(self, cfg: MqttConfig, state_dir: Path, device_id: str = "dev1") -> None:
+        cfg_path = state_dir.parent / f"{state_dir.name}-cfg.json"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path.write_text(cfg.model_dump_json())
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.support.mqtt_publisher_proc",
+                str(cfg_path),
+                str(state_dir),
+                device_id,
+            ],
+            cwd=str(REPO),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: List[str] = []
+        threading.Thread(target=self._read, name="test-publisher-reader", daemon=True).start()
+        try:
+            first = self.lines.get(timeout=20)
+        except queue.Empty:
+            first = ""
+        if first != "started":
+            self.close()
+            raise AssertionError("publisher process did not start:\n" + "\n".join(self.log[-30:]))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line.rstrip())
+            if line.startswith(">"):
+                self.lines.put(line[1:].strip())
+
+    def cmd(self, line: str, timeout: float = 15.0) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no answer to {line!r}; output:\n" + "\n".join(self.log[-30:])) from None
+
+    def status(self) -> Dict[str, Any]:
+        return json.loads(self.cmd("status"))
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)

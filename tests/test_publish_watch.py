@@ -1,0 +1,128 @@
+"""`edgedet watch --check`: the subscriber-side proof of gaps, duplicates and order."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+from edgedet.publish.mqtt import MqttPublisher
+from edgedet.publish.watch import DUPLICATE, FIRST, GAP, LATE, OK, RESET, SeqChecker, format_message, watch
+from tests.support.mqtt_helpers import MODEL, event, publisher_cfg, result, wait_for
+
+
+def msg(seq: int, mid: str = "", epoch: str = "e1", camera: str = "cam1") -> Dict[str, Any]:
+    return {
+        "type": "event",
+        "device_id": "d",
+        "camera": camera,
+        "seq": seq,
+        "epoch": epoch,
+        "id": mid or f"id{seq}",
+    }
+
+
+def test_seq_checker_classifies_every_case() -> None:
+    c = SeqChecker()
+    verdicts = [c.feed(msg(s)) for s in (5, 6, 9, 7, 6, 10)]
+    assert verdicts == [FIRST, OK, GAP, LATE, DUPLICATE, OK]
+    rep = c.report()["d/cam1/event"]
+    assert (rep.received, rep.unique, rep.duplicates, rep.out_of_order, rep.gaps) == (6, 5, 1, 1, 1)
+    assert rep.missing == {8}
+    assert c.unique_seqs("d/cam1/event") == [5, 6, 9, 7, 10]
+    # the same seq with another id: numbering reused
+    assert c.feed(msg(6, mid="other")) == "conflict"
+    # a new epoch (store lost) restarts the numbering without calling it a gap or duplicate
+    assert c.feed(msg(1, epoch="e2")) == RESET
+    assert c.feed(msg(2, epoch="e2")) == OK
+    rep = c.report()["d/cam1/event"]
+    assert rep.resets == 1 and rep.conflicts == 1 and rep.duplicates == 1
+    # streams are per camera
+    assert c.feed(msg(100, camera="cam2")) == FIRST
+
+
+def test_format_lines() -> None:
+    t = time.time()
+    det = {
+        "type": "detections",
+        "device_id": "d",
+        "camera": "c",
+        "seq": 3,
+        "frame_seq": 9,
+        "count": 3,
+        "detections": [{"class_name": "person"}, {"class_name": "person"}, {"class_name": "car"}],
+        "latency_ms": {"capture_to_publish": 41.7},
+        "publish_ts_ms": int(t * 1000),
+    }
+    line = format_message("edgedet/d/c/detections", det)
+    assert "d/c detections seq=3 frame=9 n=3 person x2, car 42 ms" in line
+    assert format_message("edgedet/d/status", "online").endswith("edgedet/d/status online")
+
+
+def test_watch_against_a_live_publisher(mosquitto: Any, tmp_path: Path) -> None:
+    pub = MqttPublisher(publisher_cfg(mosquitto.port), "dev1", tmp_path / "state")
+    pub.start()
+    assert wait_for(lambda: pub.connected)
+    out = io.StringIO()
+    stop = threading.Event()
+    box: Dict[str, Any] = {}
+    t = threading.Thread(
+        target=lambda: box.setdefault(
+            "r", watch("127.0.0.1", mosquitto.port, check=True, validate=True, stop=stop, out=out)
+        ),
+        name="test-watch",
+    )
+    t.start()
+    try:
+        assert wait_for(lambda: "subscribed to edgedet/#" in out.getvalue())
+        for i in range(4):
+            pub.publish_detections(result("cam1", i, ["person"]), MODEL)
+        pub.publish_event(event("cam2", 1))
+        assert wait_for(
+            lambda: out.getvalue().count(" detections seq=") == 4 and "cam2 event" in out.getvalue()
+        )
+    finally:
+        stop.set()
+        t.join(10)
+        pub.stop(2.0)
+    rep = box["r"]
+    text = out.getvalue()
+    assert rep.invalid == 0 and rep.gaps == 0 and rep.duplicates == 0
+    assert rep.by_type["detections"] == 4 and rep.status["dev1"] in ("online", "offline")
+    assert "dev1/cam1/detections" in rep.streams and rep.streams["dev1/cam1/detections"].unique == 4
+    # presence: 3 frames with a person -> appeared on cam1
+    assert "dev1/cam1 event seq=1 appeared person" in text
+    assert "total:" in text and "0 missing" in text
+
+
+def test_watch_reports_the_gap_left_by_a_refused_message(mosquitto: Any, tmp_path: Path) -> None:
+    out = io.StringIO()
+    stop = threading.Event()
+    box: Dict[str, Any] = {}
+    t = threading.Thread(
+        target=lambda: box.setdefault(
+            "r", watch("127.0.0.1", mosquitto.port, check=True, stop=stop, out=out)
+        ),
+        name="test-watch",
+    )
+    t.start()
+    try:
+        assert wait_for(lambda: "subscribed" in out.getvalue())
+        cfg = publisher_cfg(mosquitto.port, max_payload_bytes=700)
+        pub = MqttPublisher(cfg, "dev1", tmp_path / "state")
+        pub.start()
+        assert wait_for(lambda: pub.connected)
+        pub.publish_detections(result("cam1", 1, []), MODEL)
+        pub.publish_detections(result("cam1", 2, ["person"] * 10), MODEL)  # refused: too big -> a real loss
+        pub.publish_detections(result("cam1", 3, []), MODEL)
+        assert wait_for(lambda: "<-- GAP" in out.getvalue())
+        pub.stop(2.0)
+    finally:
+        stop.set()
+        t.join(10)
+    rep = box["r"]
+    assert rep.streams["dev1/cam1/detections"].gaps == 1
+    assert rep.problems() == []  # a QoS 0 drop is not a --check failure
+    assert rep.problems(durable_types=("detections",)) == ["dev1/cam1/detections: 1 message(s) missing"]
