@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("eval", cmd_eval, "COCO mAP of a model (or several variants side by side) on labelled images")
     p.add_argument("--model", type=Path, action="append", default=None, help="ONNX model; repeat to compare")
-    p.add_argument("--images", type=Path, required=True, help="image folder")
-    p.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
+    p.add_argument("--images", type=Path, default=None, help="image folder (with --annotations)")
+    p.add_argument("--annotations", type=Path, default=None, help="COCO instances JSON")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
     p.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import mmap
 import re
@@ -135,6 +136,17 @@ class OnnxRuntimeBackend:
         )
 
     def _detect_precision(self) -> str:
+        # models made by `edgedet quantize` say what they are (an FP16 model keeps float32 I/O)
+        made_by_edgedet = self._metadata.get("edgedet.quantization")
+        if made_by_edgedet:
+            try:
+                info = json.loads(made_by_edgedet)
+            except ValueError:
+                info = {}
+            if info.get("precision") == "fp16":
+                return "fp16"
+            if info.get("float_layers"):
+                return "mixed"  # INT8 with some layers kept in float
         if graph_has_quantization(self.model_path):
             return "int8"
         if any(i.dtype == "float16" for i in self._inputs):

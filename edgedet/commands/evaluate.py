@@ -8,10 +8,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from edgedet.commands.progress import progress_printer
+from edgedet.errors import ConfigError
 
 
 def run_eval(args: argparse.Namespace) -> int:
     models: List[Path] = args.model or [_demo_model()]
+    if (args.images is None) != (args.annotations is None):
+        raise ConfigError("--images and --annotations go together (a folder and its COCO annotation file)")
+    if args.images is None and args.agreement_video is None:
+        raise ConfigError("give --images and --annotations (labelled data) or --agreement-video (unlabelled)")
     if len(models) > 1 or args.agreement_video is not None or args.report is not None:
         from edgedet.precision.compare import run_compare_command
 

@@ -1,0 +1,171 @@
+"""Calibration data: image folders, .npy tensors, video frames, and every kind of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import cv2
+import numpy as np
+import pytest
+
+from edgedet.errors import EdgedetError
+from edgedet.precision.calibration import CalibrationSet, load_calibration, model_input_spec
+from edgedet.precision.errors import CalibrationError
+from edgedet.types import InputSpec
+from tests.conftest import DEMO_CLIP, DEMO_MODEL
+
+
+@pytest.fixture(scope="module")
+def spec() -> InputSpec:
+    return model_input_spec(DEMO_MODEL)
+
+
+def _frames(n: int) -> List[np.ndarray]:
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    out: List[np.ndarray] = []
+    while len(out) < n:
+        ok, frame = cap.read()
+        assert ok
+        out.append(frame)
+    cap.release()
+    return out
+
+
+def test_spec_follows_the_model(spec: InputSpec) -> None:
+    assert (spec.name, spec.width, spec.height) == ("images", 416, 416)
+    assert spec.scale == 1.0 and spec.channel_order.value == "bgr"
+
+
+def test_image_folder(tmp_path: Path, spec: InputSpec) -> None:
+    for i, frame in enumerate(_frames(3)):
+        cv2.imwrite(str(tmp_path / f"f{i}.jpg"), frame)
+    (tmp_path / "notes.txt").write_text("not an image")
+    calib = load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+    assert isinstance(calib, CalibrationSet) and len(calib) == 3
+    assert calib.origins == ["f0.jpg", "f1.jpg", "f2.jpg"]
+    t = calib.tensors[0]
+    assert t.shape == (1, 3, 416, 416) and t.dtype == np.float32
+    # YOLOX: raw 0..255 values, padding 114 below the 640x480 picture scaled to 416x312
+    assert t.min() >= 0.0 and t.max() <= 255.0
+    assert np.all(t[0, :, 320:, :] == 114.0)
+    feed = next(calib.data_reader().get_next().items().__iter__())
+    assert feed[0] == "images"
+
+
+def test_limit_takes_first_images_by_name(tmp_path: Path, spec: InputSpec) -> None:
+    frame = _frames(1)[0]
+    for name in ("c.png", "a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), frame)
+    calib = load_calibration(tmp_path, DEMO_MODEL, spec=spec, limit=2)
+    assert calib.origins == ["a.png", "b.png"]
+
+
+def test_video_frames_are_spread_over_the_clip(spec: InputSpec) -> None:
+    calib = load_calibration(DEMO_CLIP, DEMO_MODEL, spec=spec, limit=5)
+    assert len(calib) == 5
+    indices = [int(o.split("#")[1]) for o in calib.origins]
+    assert indices == [0, 30, 60, 90, 120]  # 150 frames, 5 wanted
+    assert not np.array_equal(calib.tensors[0], calib.tensors[-1])
+
+
+def test_missing_path(tmp_path: Path, spec: InputSpec) -> None:
+    with pytest.raises(CalibrationError, match="does not exist"):
+        load_calibration(tmp_path / "nope", DEMO_MODEL, spec=spec)
+
+
+def test_empty_folder(tmp_path: Path, spec: InputSpec) -> None:
+    with pytest.raises(CalibrationError, match="is empty"):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+
+
+def test_folder_without_images(tmp_path: Path, spec: InputSpec) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    (tmp_path / "labels.csv").write_text("a,b")
+    with pytest.raises(
+        CalibrationError, match=r"holds no images .* 2 other file\(s\): labels.csv, readme.txt"
+    ):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+
+
+def test_unreadable_images_are_named(tmp_path: Path, spec: InputSpec) -> None:
+    cv2.imwrite(str(tmp_path / "good.jpg"), _frames(1)[0])
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (tmp_path / "text.png").write_text("plain text with an image suffix")
+    with pytest.raises(
+        CalibrationError, match=r"2 file\(s\) cannot be decoded as images: broken.jpg, text.png"
+    ):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+    # asked to skip them, the good image is used and the skipped ones are reported
+    calib = load_calibration(tmp_path, DEMO_MODEL, spec=spec, skip_bad=True)
+    assert calib.origins == ["good.jpg"] and calib.skipped == ["broken.jpg", "text.png"]
+
+
+def test_only_bad_images_fail_even_when_skipping(tmp_path: Path, spec: InputSpec) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"garbage")
+    with pytest.raises(CalibrationError, match="no usable image left"):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec, skip_bad=True)
+
+
+def test_too_small_images(tmp_path: Path, spec: InputSpec) -> None:
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.full((8, 12, 3), 200, np.uint8))
+    with pytest.raises(CalibrationError, match=r"smaller than 32 px on a side: tiny.png \(12x8\)"):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+
+
+def test_npy_tensors_of_the_wrong_size(tmp_path: Path, spec: InputSpec) -> None:
+    np.save(tmp_path / "ok.npy", np.zeros((1, 3, 416, 416), np.float32))
+    np.save(tmp_path / "small.npy", np.zeros((1, 3, 320, 320), np.float32))
+    with pytest.raises(
+        CalibrationError, match=r"do not fit the model input 'images'.*small.npy \(shape \(1, 3, 320, 320\)"
+    ):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+
+
+def test_npy_tensors(tmp_path: Path, spec: InputSpec) -> None:
+    np.save(tmp_path / "a.npy", np.full((3, 416, 416), 7.0, np.float64))
+    calib = load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+    assert len(calib) == 1 and calib.tensors[0].shape == (1, 3, 416, 416)
+    assert calib.tensors[0].dtype == np.float32 and float(calib.tensors[0].max()) == 7.0
+
+
+def test_npy_mixed_with_images(tmp_path: Path, spec: InputSpec) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((1, 3, 416, 416), np.float32))
+    cv2.imwrite(str(tmp_path / "b.jpg"), _frames(1)[0])
+    with pytest.raises(CalibrationError, match=r"mixes images and \.npy"):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec)
+
+
+def test_corrupt_video(tmp_path: Path, spec: InputSpec) -> None:
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"\x00\x01 not a video at all" * 100)
+    with pytest.raises(CalibrationError, match=r"clip\.mp4"):
+        load_calibration(bad, DEMO_MODEL, spec=spec)
+
+
+def test_unknown_file_kind(tmp_path: Path, spec: InputSpec) -> None:
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"1234")
+    with pytest.raises(CalibrationError, match="neither an image folder"):
+        load_calibration(f, DEMO_MODEL, spec=spec)
+
+
+def test_unreachable_live_source(spec: InputSpec) -> None:
+    # nothing listens on port 9 of localhost: the live source fails to open, as a CalibrationError
+    with pytest.raises(EdgedetError):
+        load_calibration("rtsp://127.0.0.1:9/none", DEMO_MODEL, spec=spec, limit=2, timeout_s=5)
+
+
+def test_limit_must_be_positive(tmp_path: Path, spec: InputSpec) -> None:
+    with pytest.raises(CalibrationError, match="at least 1"):
+        load_calibration(tmp_path, DEMO_MODEL, spec=spec, limit=0)
+
+
+def test_frames_from_a_source_config(spec: InputSpec) -> None:
+    # the live-source path, driven through edgedet.sources with a file source played as a stream
+    from edgedet.sources.config import FileSource
+
+    cfg = FileSource(type="file", path=str(DEMO_CLIP), loop=False, pace="fast")
+    calib = load_calibration(cfg, DEMO_MODEL, spec=spec, limit=3, interval_s=0.0, timeout_s=20)
+    assert len(calib) == 3 and calib.tensors[0].shape == (1, 3, 416, 416)
+    assert all("demo_street.mp4" in o for o in calib.origins)
