@@ -41,9 +41,12 @@ class ModelStage:
     spec: InputSpec
     preprocess_kind: str
     model_info: ModelInfo
+    # further sessions of the same model for parallel inference workers (backend.instances)
+    extra_backends: List[Backend] = field(default_factory=list)
 
     def close(self) -> None:
-        self.backend.close()
+        for backend in [self.backend, *self.extra_backends]:
+            backend.close()
 
 
 def load_model_stage(config: Config) -> ModelStage:
@@ -53,14 +56,19 @@ def load_model_stage(config: Config) -> ModelStage:
     from edgedet.publish.messages import ModelInfo
 
     model_path = config.resolve_path(config.model.path)
-    backend = open_backend(
-        config.backend,
-        model_path,
-        config.state_path,
-        model_cfg=config.model,
-        resolve=config.resolve_path,
-        progress=lambda line: log.info("%s", line),
-    )
+
+    def open_one() -> Backend:
+        return open_backend(
+            config.backend,
+            model_path,
+            config.state_path,
+            model_cfg=config.model,
+            resolve=config.resolve_path,
+            progress=lambda line: log.info("%s", line),
+        )
+
+    backend = open_one()
+    extra: List[Backend] = []
     try:
         post = build_postprocessor(config.model, backend, base_dir=config.resolve_path("."))
         spec = input_spec_for(config.model, backend, post.family)
@@ -75,9 +83,12 @@ def load_model_stage(config: Config) -> ModelStage:
             input_width=spec.width,
             input_height=spec.height,
         )
-        return ModelStage(backend, post, spec, kind, info)
+        for _ in range(getattr(config.backend, "instances", 1) - 1):
+            extra.append(open_one())
+        return ModelStage(backend, post, spec, kind, info, extra)
     except BaseException:
-        backend.close()
+        for opened in [backend, *extra]:
+            opened.close()
         raise
 
 
@@ -101,7 +112,7 @@ class Pipeline:
     config: Config
     model: ModelStage
     board: FrameBoard
-    inference: InferenceWorker
+    inference: List[InferenceWorker]
     post: PostWorker
     captures: Dict[str, CaptureWorker] = field(default_factory=dict)
     publisher: Optional[object] = None
@@ -109,7 +120,8 @@ class Pipeline:
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
 
     def workers(self) -> Dict[str, Worker]:
-        out: Dict[str, Worker] = {"inference": self.inference, "postprocess": self.post}
+        out: Dict[str, Worker] = {w.name: w for w in self.inference}
+        out["postprocess"] = self.post
         out.update({f"capture-{name}": w for name, w in self.captures.items()})
         return out
 
@@ -152,8 +164,13 @@ def build_pipeline(
     # a dynamic batch axis reports None in the spec; the backend knows its real maximum
     engine_batch = int(getattr(model.backend, "max_batch", model.spec.batch) or 1)
     max_batch = max(1, min(len(config.cameras), engine_batch))
-    inference = InferenceWorker(board, model.backend, handoff, max_batch=max_batch)  # type: ignore[arg-type]
-    pipeline = Pipeline(config, model, board, inference, PostWorker(handoff, _decoder(model), []))
+    backends = [model.backend, *model.extra_backends]
+    inference = [
+        InferenceWorker(board, b, handoff, max_batch=max_batch, name="inference" + (f"-{i}" if i else ""))
+        for i, b in enumerate(backends)
+    ]
+    post = PostWorker(handoff, _decoder(model), [], board=board if len(inference) > 1 else None)
+    pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])
     pipeline.post.sinks.append(_result_sink(pipeline))
@@ -184,9 +201,10 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
 def start_pipeline(pipeline: Pipeline) -> None:
     """Start consumers before producers so that no frame waits for a stage that is not there yet."""
     pipeline.post.start()
-    pipeline.inference.start()
-    for worker in pipeline.captures.values():
-        worker.start()
+    for inference in pipeline.inference:
+        inference.start()
+    for capture in pipeline.captures.values():
+        capture.start()
 
 
 def stop_pipeline(pipeline: Pipeline, timeout: float) -> None:
@@ -198,16 +216,18 @@ def stop_pipeline(pipeline: Pipeline, timeout: float) -> None:
         worker.join(max(0.1, deadline - time.monotonic()))
     # drain: whatever is already in a slot or the hand-off queue is still inferred and published
     while pipeline.board.slots and any(len(s) for s in pipeline.board.slots.values()):
-        if time.monotonic() > deadline or not pipeline.inference.alive:
+        if time.monotonic() > deadline or not any(w.alive for w in pipeline.inference):
             break
         time.sleep(0.02)
     while not pipeline.post.inbox.empty() and time.monotonic() < deadline and pipeline.post.alive:
         time.sleep(0.02)
-    pipeline.inference.stop()
-    pipeline.inference.join(max(0.1, deadline - time.monotonic()))
+    for inference in pipeline.inference:
+        inference.stop()
+    for inference in pipeline.inference:
+        inference.join(max(0.1, deadline - time.monotonic()))
     pipeline.post.stop()
     pipeline.post.join(max(0.1, deadline - time.monotonic()))
-    if pipeline.inference.alive:
+    if any(w.alive for w in pipeline.inference):
         log.warning("inference did not stop within %.1f s; leaving the model loaded", timeout)
         return
     pipeline.model.close()

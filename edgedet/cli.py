@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, default=None, help="video (default ../shared 1080p clip, else demo)")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--frames", type=int, default=200)
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per session")
+    p.add_argument("--instances", type=int, default=2, help="parallel inference workers in (c)")
     p.add_argument(
         "--what",
         choices=["pipeline", "outbox", "telemetry", "preprocess", "all"],

@@ -25,6 +25,9 @@ class LatestSlot(Generic[T]):
         self._on_put = on_put
         self.dropped = 0
         self.put_count = 0
+        # when the consumer expects to be free again (monotonic); lets a non-live producer (a file
+        # played as fast as possible) prepare its next item just in time instead of early
+        self.busy_until = 0.0
 
     def put(self, item: T) -> None:
         with self._cond:
@@ -44,12 +47,21 @@ class LatestSlot(Generic[T]):
             if self._item is None:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
+            self._cond.notify_all()  # a producer may wait for the slot to be empty
             return item
 
     def take_nowait(self) -> Optional[T]:
         with self._cond:
             item, self._item = self._item, None
+            self._cond.notify_all()
             return item
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until the consumer has taken the item (True) or ``timeout`` passed (False)."""
+        with self._cond:
+            if self._item is not None:
+                self._cond.wait_for(lambda: self._item is None, timeout)
+            return self._item is None
 
     def __len__(self) -> int:
         return 0 if self._item is None else 1

@@ -114,3 +114,32 @@ def test_letterbox_maps_back_and_clips_to_the_source() -> None:
     np.testing.assert_allclose(out[0], [20.0, 20.0, 60.0, 30.0])
     np.testing.assert_allclose(out[1], [0.0, 0.0, 100.0, 50.0])
     assert boxes[1, 0] == -5.0  # the input is not modified
+
+
+def test_results_of_parallel_workers_are_delivered_in_frame_order() -> None:
+    import queue
+
+    from edgedet.pipeline.inference import InferenceBatch, PostWorker
+
+    board = FrameBoard()
+    slot = board.add("a")
+    frames = []
+    for seq in (1, 2, 3):
+        slot.put(frame("a", seq, []))
+        frames += board.take(1, timeout=0.1)  # three workers each took one frame
+    delivered: List[int] = []
+    post = PostWorker(
+        queue.Queue(), lambda outputs, lbs: [()] * len(lbs), [lambda r: delivered.append(r.seq)], board=board
+    )
+
+    def finish(f: PreparedFrame) -> None:
+        post.handle(InferenceBatch([f], {}, time.monotonic(), 1.0))
+
+    finish(frames[2])  # frame 3 finished first: held back
+    finish(frames[1])  # frame 2: still held, frame 1 is being inferred
+    assert delivered == []
+    finish(frames[0])
+    assert delivered == [1, 2, 3]
+    slot.put(frame("a", 4, []))
+    finish(board.take(1, timeout=0.1)[0])
+    assert delivered == [1, 2, 3, 4]

@@ -90,7 +90,8 @@ def test_file_once_prepares_every_frame_and_ends(workers: List[CaptureWorker]) -
 
 
 def test_slow_consumer_drops_in_the_slot_and_recycles_buffers(workers: List[CaptureWorker]) -> None:
-    w = make_worker(camera(source={"loop": True}), pool_size=3)
+    # realtime pacing: the file behaves like a 10 fps camera, which does not wait for anybody
+    w = make_worker(camera(source={"loop": True, "pace": "realtime"}), pool_size=3)
     workers.append(w)
     w.start()
     buffers = set()
@@ -100,19 +101,41 @@ def test_slow_consumer_drops_in_the_slot_and_recycles_buffers(workers: List[Capt
         assert frame is not None
         buffers.add(id(frame.tensor))
         taken += 1
-        time.sleep(0.1)  # a slow inference
+        time.sleep(0.25)  # a slow inference
         release(frame)
     status = w.status()
     assert status.state == CaptureState.STREAMING
     assert w.slot.dropped > 0 and status.frames_prepared > taken
     assert status.frames_dropped_pool == 0
     assert len(buffers) <= 3  # the same few buffers, reused
-    # fast mode decodes as fast as it can, but the capture thread keeps beating
     assert w.heartbeat_age < 1.0
 
 
+def test_fast_file_plays_every_frame_just_in_time_for_a_slow_consumer(workers: List[CaptureWorker]) -> None:
+    w = make_worker(camera())  # pace fast: as fast as the consumer takes frames, none dropped
+    workers.append(w)
+    w.start()
+    seqs: List[int] = []
+    for _ in range(5):
+        frame = w.slot.take(2.0)
+        assert frame is not None
+        seqs.append(frame.seq)
+        # the consumer announces it is busy for 0.3 s: the next frame must not be read before it is due
+        taken_at = time.monotonic()
+        w.slot.busy_until = taken_at + 0.3
+        release(frame)
+        nxt = w.slot.take(2.0)
+        assert nxt is not None
+        assert nxt.capture_monotonic >= taken_at + 0.3 - 0.1, "read long before the consumer was due"
+        seqs.append(nxt.seq)
+        release(nxt)
+        w.slot.busy_until = 0.0
+    assert seqs == list(range(seqs[0], seqs[0] + 10))  # consecutive: nothing skipped or dropped
+    assert w.slot.dropped == 0 and w.status().frames_read <= seqs[-1] + 1  # no decoding ahead
+
+
 def test_consumer_holding_every_buffer_makes_capture_drop_not_block(workers: List[CaptureWorker]) -> None:
-    w = make_worker(camera(source={"loop": True}), pool_size=2)
+    w = make_worker(camera(source={"loop": True, "pace": "realtime"}), pool_size=2)  # a 10 fps "camera"
     workers.append(w)
     w.start()
     held = [w.slot.take(2.0), w.slot.take(2.0)]

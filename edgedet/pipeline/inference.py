@@ -4,13 +4,14 @@ the raw outputs on to the post-processing worker, so decoding of one frame overl
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import numpy as np
 
@@ -36,13 +37,20 @@ class InferenceBatch:
 
 
 class FrameBoard:
-    """The latest-frame slots of every camera plus one wake-up event for the single consumer."""
+    """The latest-frame slots of every camera, shared by the inference workers.
+
+    It also remembers which frames are being inferred (so results can be published in frame order when
+    several workers run in parallel) and when each worker expects to be free (``mark_busy``).
+    """
 
     def __init__(self) -> None:
         self.slots: Dict[str, LatestSlot[PreparedFrame]] = {}
         self._ready = threading.Event()
         self._order: List[str] = []
         self._next = 0
+        self._lock = threading.Lock()
+        self._inflight: Dict[str, Set[int]] = {}
+        self._busy_until: Dict[str, float] = {}
 
     def add(self, camera: str) -> LatestSlot[PreparedFrame]:
         slot: LatestSlot[PreparedFrame] = LatestSlot(on_drop=_release, on_put=self._ready.set)
@@ -63,13 +71,33 @@ class FrameBoard:
         """Up to ``max_items`` frames from different cameras, round-robin so no camera starves."""
         deadline = time.monotonic() + timeout
         while True:
-            self._ready.clear()
-            taken = self._collect(max_items)
+            with self._lock:
+                self._ready.clear()
+                taken = self._collect(max_items)
+                for frame in taken:
+                    self._inflight.setdefault(frame.camera, set()).add(frame.seq)
             if taken:
                 return taken
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._ready.wait(remaining):
                 return []
+
+    def done(self, camera: str, seq: int) -> Optional[int]:
+        """Frame ``seq`` left inference; returns the oldest frame of the camera still being inferred."""
+        with self._lock:
+            pending = self._inflight.get(camera)
+            if pending is not None:
+                pending.discard(seq)
+            return min(pending) if pending else None
+
+    def mark_busy(self, worker: str, until: float) -> None:
+        """Tell producers when a consumer is next free (LatestSlot.busy_until): the soonest of all
+        workers, 0 for an idle one."""
+        with self._lock:
+            self._busy_until[worker] = until
+            soonest = min(self._busy_until.values())
+        for slot in list(self.slots.values()):
+            slot.busy_until = soonest
 
     def _collect(self, max_items: int) -> List[PreparedFrame]:
         order = list(self._order)
@@ -110,8 +138,9 @@ class InferenceWorker(Worker):
         max_batch: int = 1,
         input_name: Optional[str] = None,
         on_thread_start: Optional[Callable[[], None]] = None,
+        name: str = "inference",
     ) -> None:
-        super().__init__("inference")
+        super().__init__(name)
         self.board = board
         self.backend = backend
         self.out = out
@@ -126,6 +155,7 @@ class InferenceWorker(Worker):
         self._device_feeds = bool(getattr(backend, "accepts_device_tensors", False))
         self._depth = max(1, int(getattr(backend, "slots", 1))) if self._async else 1
         self._inflight: Deque[Tuple[List[PreparedFrame], object, float]] = deque()
+        self._expected_s = 0.0  # moving average of one inference, for FrameBoard.mark_busy
 
     def setup(self) -> None:
         if self._on_thread_start is not None:
@@ -139,6 +169,7 @@ class InferenceWorker(Worker):
         if not frames:
             return
         start = time.monotonic()
+        self.board.mark_busy(self.name, start + self._expected_s)
         try:
             outputs = self._call(lambda: self.backend.infer(self._feeds(frames)))  # type: ignore[arg-type]
         finally:
@@ -159,6 +190,7 @@ class InferenceWorker(Worker):
                     _release(f)
                 raise
             self._inflight.append((frames, handle, start))
+            self.board.mark_busy(self.name, start + self._expected_s)
         if self._inflight and (len(self._inflight) >= self._depth or not frames):
             done_frames, handle, started = self._inflight.popleft()
             try:
@@ -185,8 +217,11 @@ class InferenceWorker(Worker):
 
     def _emit(self, frames: List[PreparedFrame], outputs: Dict[str, np.ndarray], start: float) -> None:
         done = time.monotonic()
+        self.board.mark_busy(self.name, 0.0)
         self.frames_inferred += len(frames)
         self.last_infer_ms = (done - start) * 1000.0
+        took = done - start
+        self._expected_s = took if self._expected_s == 0.0 else 0.8 * self._expected_s + 0.2 * took
         batch = InferenceBatch(frames, outputs, start, self.last_infer_ms)
         # bounded hand-off: if post-processing falls behind, inference waits (frames are then dropped
         # at the slots, never queued), but the heartbeat keeps beating while we wait
@@ -216,19 +251,27 @@ def _stack(tensors: Sequence[object]) -> np.ndarray:
 
 
 class PostWorker(Worker):
-    """Decodes raw outputs into detections and passes each frame's result to the sinks."""
+    """Decodes raw outputs into detections and passes each frame's result to the sinks.
+
+    With several inference workers a later frame can finish first; results wait here until every
+    earlier frame of the same camera has left inference, so each camera's results stay in frame order.
+    """
 
     def __init__(
         self,
         inbox: queue.Queue[InferenceBatch],
         decode: Callable[[Dict[str, np.ndarray], Sequence[object]], List[tuple]],
         sinks: Sequence[Callable[[DetectionResult], None]],
+        board: Optional[FrameBoard] = None,
     ) -> None:
         super().__init__("postprocess")
         self.inbox = inbox
         self.decode = decode
         self.sinks = list(sinks)
+        self.board = board
         self.results = 0
+        self._held: Dict[str, List[Tuple[int, int, DetectionResult]]] = {}
+        self._arrivals = 0
 
     def step(self) -> None:
         try:
@@ -254,14 +297,23 @@ class PostWorker(Worker):
                     "preprocess": frame.preprocess_ms,
                     # time the prepared frame waited in its slot for the inference worker
                     "wait": max(
-                        0.0,
-                        (batch.infer_start_monotonic - frame.capture_monotonic) * 1000.0
-                        - frame.preprocess_ms,
+                        0.0, _ms(batch.infer_start_monotonic - frame.capture_monotonic) - frame.preprocess_ms
                     ),
                     "infer": batch.infer_ms,
                     "decode": decode_ms,
                 },
             )
-            for sink in self.sinks:
-                sink(result)
-            self.results += 1
+            if self.board is None:
+                self._deliver(result)
+                continue
+            oldest_pending = self.board.done(frame.camera, frame.seq)
+            held = self._held.setdefault(frame.camera, [])
+            self._arrivals += 1
+            heapq.heappush(held, (frame.seq, self._arrivals, result))
+            while held and (oldest_pending is None or held[0][0] < oldest_pending):
+                self._deliver(heapq.heappop(held)[2])
+
+    def _deliver(self, result: DetectionResult) -> None:
+        for sink in self.sinks:
+            sink(result)
+        self.results += 1

@@ -165,8 +165,10 @@ class Daemon:
     def supervise_once(self) -> Optional[int]:
         """One pass of the supervisor; returns an exit code when the daemon must end."""
         pipeline = self._require_pipeline()
-        for name in ("inference", "postprocess"):
-            failure = pipeline.workers()[name].failure
+        for name, worker in pipeline.workers().items():
+            if name.startswith("capture-"):
+                continue
+            failure = worker.failure
             if failure is not None:
                 log.error("stage failed, exiting for a restart: %s", describe_failure(name, failure))
                 return 1

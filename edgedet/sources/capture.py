@@ -39,6 +39,7 @@ MAX_FAILED_READS = 5  # consecutive failed reads of a live stream before it coun
 FAILED_READ_PAUSE_S = 0.1  # between failed reads, so a broken stream is never a busy loop
 MAX_STUCK_READERS = 3  # reader threads hung in a driver call; no new one is started beyond this
 LOG_EVERY_S = 10.0  # rate limit for repeated per-frame warnings
+LEAD_MARGIN_S = 0.002  # a non-live frame is asked for this much earlier than strictly needed
 
 
 class CaptureState(str, enum.Enum):
@@ -120,7 +121,9 @@ class _Mailbox:
     """Between a reader thread and the worker: the latest frame plus control events, in order.
 
     Frames are numbered here (seq = frames read so far). A live source replaces a frame the worker has
-    not taken yet (counted); a file waits until it was taken, so every decoded frame is used.
+    not taken yet (counted). A non-live source (a file played as fast as the pipeline goes) reads only
+    when the worker asks (``want``): every decoded frame is used, none is decoded ahead of need (which
+    would only add latency and take CPU from inference).
     """
 
     def __init__(self) -> None:
@@ -131,6 +134,21 @@ class _Mailbox:
         self.frames_read = 0
         self.replaced = 0
         self.read_times: Deque[float] = collections.deque(maxlen=32)
+        self.wanted = False
+
+    def want(self) -> None:
+        with self.cond:
+            self.wanted = True
+            self.cond.notify_all()
+
+    def wait_wanted(self, generation: int, stop: threading.Event) -> bool:
+        """For non-live readers: block until the worker asks for a frame; False when superseded."""
+        with self.cond:
+            while not self.wanted and generation == self.generation:
+                if stop.is_set():
+                    return False
+                self.cond.wait(WAIT_S)
+            return generation == self.generation
 
     def post_frame(self, generation: int, image: np.ndarray, live: bool, stop: threading.Event) -> bool:
         wall, mono = time.time(), time.monotonic()
@@ -144,6 +162,7 @@ class _Mailbox:
             self.frames_read += 1
             if self.frame is not None:
                 self.replaced += 1
+            self.wanted = False
             self.frame = (image, self.frames_read, wall, mono)
             self.read_times.append(mono)
             self.cond.notify_all()
@@ -169,6 +188,7 @@ class _Mailbox:
         with self.cond:
             self.generation += 1
             self.frame = None
+            self.wanted = False
             self.events.clear()
             self.cond.notify_all()
             return self.generation
@@ -222,7 +242,7 @@ class _ReaderThread:
                 self._post("open_failed", exc)
                 return
             self.opened_at = time.monotonic()
-            self._post("opened", (reader.description, reader.fps))
+            self._post("opened", (reader.description, reader.fps, bool(getattr(reader, "live", True))))
             self._read_loop(reader)
         except Exception as exc:  # a reader bug must not pass silently: the worker logs and reopens
             self._post("dropped", f"reader failed: {type(exc).__name__}: {exc}")
@@ -237,6 +257,8 @@ class _ReaderThread:
         live = bool(getattr(reader, "live", True))
         failed = 0
         while not self.stop_event.is_set():
+            if not live and not self.mailbox.wait_wanted(self.generation, self.stop_event):
+                return
             image = reader.read()
             if self.stop_event.is_set():
                 return
@@ -328,6 +350,9 @@ class CaptureWorker(Worker):
         self._state = CaptureState.STARTING
         self._source = _describe_source(self.camera.source)
         self._source_fps: Optional[float] = None
+        self._live = True
+        self._wanted_at: Optional[float] = None  # when a non-live source was asked for its next frame
+        self._lead_s = 0.0  # moving average of asking for a frame -> frame in the slot
         self._ever_opened = False
         self._attempts = 0  # consecutive failed openings/streams: the backoff exponent
         self._next_open_at: Optional[float] = time.monotonic()
@@ -396,7 +421,10 @@ class CaptureWorker(Worker):
             if self._reader is None:
                 self.stop_event.wait(WAIT_S)
                 return
-        frame, events = self._mailbox.take(WAIT_S)
+        wait = WAIT_S
+        if not self._live and self._ever_opened and self._state != CaptureState.ENDED:
+            wait = self._ask_for_frame(now)
+        frame, events = self._mailbox.take(wait)
         if frame is not None:
             self._handle_frame(*frame)
         for event in events:
@@ -466,7 +494,8 @@ class CaptureWorker(Worker):
         if event.generation != self._mailbox.generation:
             return
         if event.kind == "opened":
-            self._source, self._source_fps = event.detail
+            self._source, self._source_fps, self._live = event.detail
+            self._wanted_at = None  # a new reader: nothing was asked of it yet
             self._ever_opened = True
             log.info("%s: opened %s (%s fps)", self.name, self._source, self._source_fps or "unknown")
         elif event.kind == "corrupt":
@@ -519,7 +548,29 @@ class CaptureWorker(Worker):
             )
 
     # -- frames --------------------------------------------------------------------------------------
+    def _ask_for_frame(self, now: float) -> float:
+        """Non-live source: ask for the next frame just in time for the consumer to be free.
+
+        Only once the previous frame was taken from the slot, and not before the consumer is expected to
+        finish its current work minus how long reading + preprocessing take: so the file plays as fast
+        as inference goes, and a frame never waits in the slot (lowest capture-to-publish latency).
+        Returns how long the caller may then wait for the mailbox (0 when no frame was asked for).
+        """
+        if self._wanted_at is not None:
+            return WAIT_S  # a frame is on its way
+        if len(self.slot):
+            self.slot.wait_empty(WAIT_S)
+            return 0.0
+        ready_at = self.slot.busy_until - self._lead_s - LEAD_MARGIN_S
+        if ready_at > now:
+            self.stop_event.wait(min(WAIT_S, ready_at - now))
+            return 0.0
+        self._wanted_at = time.monotonic()
+        self._mailbox.want()
+        return WAIT_S
+
     def _handle_frame(self, image: np.ndarray, seq: int, wall: float, mono: float) -> None:
+        asked_at, self._wanted_at = self._wanted_at, None  # whatever becomes of it, ask again next time
         self._last_frame = mono
         if self._state != CaptureState.STREAMING:
             if self._state != CaptureState.STARTING:
@@ -559,6 +610,9 @@ class CaptureWorker(Worker):
         )
         self.frames_prepared += 1
         self.slot.put(prepared)
+        if asked_at is not None:
+            lead = time.monotonic() - asked_at
+            self._lead_s = lead if self._lead_s == 0.0 else 0.8 * self._lead_s + 0.2 * lead
 
     def _admit(self, now: float) -> bool:
         """The frame-rate cap: admit on a fixed schedule, never in a burst after a gap."""

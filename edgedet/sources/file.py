@@ -28,10 +28,11 @@ UNKNOWN_VIDEO_FPS = 25.0
 class FileReader:
     """Frames from ``cfg.path``; see FileSource. ``fps`` is the file's own rate (None for an image)."""
 
-    live = False
-
     def __init__(self, cfg: FileSource) -> None:
         self.cfg = cfg
+        # realtime pacing makes the file behave like a camera: a frame the pipeline cannot take in time
+        # is replaced by the next one; "fast" plays every frame, as fast as the pipeline takes them
+        self.live = cfg.pace == "realtime"
         self.path = Path(os.path.expanduser(cfg.path))
         self.description = f"file {self.path}"
         self.fps: Optional[float] = None
