@@ -11,7 +11,7 @@ from typing import Any, Dict
 import pytest
 
 from edgedet.publish.mqtt import MqttPublisher
-from tests.support.mqtt_helpers import event, keep_root, publisher_cfg, subscriber, wait_for
+from tests.support.mqtt_helpers import event, publisher_cfg, subscriber, wait_for
 
 USER, PASSWORD = "edge", "c0rrect-horse"
 
@@ -64,7 +64,6 @@ def tls_broker(mosquitto_factory: Any, pki: Path) -> Any:
             f"keyfile {pki / 'server.key'}",
             "require_certificate true",
             f"password_file {pki / 'passwd'}",
-            *keep_root(),
         ],
     ).start()
 

@@ -370,13 +370,12 @@ def test_sequence_numbers_continue_across_restarts(mosquitto: Any, tmp_path: Pat
 def test_broker_refusal_is_counted_and_does_not_block_the_outbox(
     mosquitto_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.support.mqtt_helpers import keep_root
 
     acl = tmp_path / "acl"
     acl.write_text(
         "topic readwrite edgedet/dev1/status\ntopic readwrite edgedet/dev1/cam1/#\ntopic read edgedet/#\n"
     )
-    broker = mosquitto_factory(extra=[f"acl_file {acl}", *keep_root()]).start()
+    broker = mosquitto_factory(extra=[f"acl_file {acl}"]).start()
     sub = subscriber(broker.port)
     pub = MqttPublisher(publisher_cfg(broker.port), "dev1", tmp_path / "state")
     pub.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
@@ -31,16 +30,9 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0
 
 
 def persistent_broker(factory: Any, **kw: Any) -> Any:
-    """A broker that keeps sessions and queued messages across restart(). As root, mosquitto drops to
-    the `mosquitto` user and then cannot write its database in a 0700 pytest folder: keep root."""
-    extra = list(kw.pop("extra", [])) + keep_root()
-    return factory(persistence=True, extra=extra, **kw).start()
-
-
-def keep_root() -> List[str]:
-    """mosquitto started as root drops to the `mosquitto` user, which cannot read or write files in
-    pytest's 0700 temporary folders (database, password file, keys): tell it to stay root."""
-    return ["user root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    """A broker that keeps sessions and queued messages across restart() (tests/support/broker.py keeps
+    it running as root when the tests are, so it can write its database in pytest's 0700 folders)."""
+    return factory(persistence=True, **kw).start()
 
 
 def publisher_cfg(port: int, **over: Any) -> MqttConfig:
