@@ -189,6 +189,12 @@ def _print_pipeline(fig: Dict[str, Any]) -> None:
     print(f"peak RSS {fig['peak_rss_mb']:.0f} MB")
 
 
+def _has_cuda() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pycuda") is not None
+
+
 def run_bench(args: argparse.Namespace) -> int:
     what = args.what
     results: Dict[str, Any] = {}
@@ -206,10 +212,12 @@ def run_bench(args: argparse.Namespace) -> int:
         from edgedet.telemetry.bench import main as telemetry_main
 
         telemetry_main([])
-    if what in ("preprocess", "all"):
+    if what == "preprocess" or (what == "all" and _has_cuda()):
         from edgedet.preprocess.bench import main as preprocess_main
 
         preprocess_main([])
+    elif what == "all":
+        print("preprocess: skipped (no pycuda/CUDA here; it compares the CUDA kernel with the CPU path)")
     if args.json:
         json.dump(results, sys.stdout, indent=2, default=str)
         print()
