@@ -12,12 +12,12 @@ from edgedet.backends.trt_calibration import (
     CalibrationBatches,
     iter_frames,
     list_images,
-    sample_indices,
     source_id,
     spec_id,
 )
 from edgedet.errors import BackendError
 from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.sources.sampling import sample_indices
 from edgedet.types import ChannelOrder, InputSpec
 
 pytest.importorskip("cv2")

@@ -15,8 +15,9 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from edgedet.backends.engine_cache import text_digest
-from edgedet.errors import BackendError, require
+from edgedet.errors import BackendError, SourceError, require
 from edgedet.preprocess.base import Preprocessor
+from edgedet.sources.sampling import iter_video_samples
 from edgedet.types import InputSpec
 
 log = logging.getLogger(__name__)
@@ -109,37 +110,15 @@ def _iter_folder(cv2: Any, folder: Path, limit: int) -> Iterator[np.ndarray]:
 
 
 def _iter_video(cv2: Any, path: Path, limit: int) -> Iterator[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
+    produced = 0
     try:
-        if not cap.isOpened():
-            raise BackendError(f"cannot open calibration video {path}")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        wanted = set(sample_indices(total, limit)) if total > 0 else None
-        produced = index = 0
-        while produced < limit:
-            if wanted is not None and index not in wanted:
-                if not cap.grab():  # skip without converting the frame
-                    break
-                index += 1
-                continue
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            index += 1
+        for _, frame in iter_video_samples(path, limit):
             produced += 1
             yield frame
-        if produced == 0:
-            raise BackendError(f"calibration video {path} yielded no frames")
-    finally:
-        cap.release()
-
-
-def sample_indices(total: int, limit: int) -> List[int]:
-    """``limit`` frame indices spread evenly over ``total`` frames (all of them when there are fewer)."""
-    if total <= limit:
-        return list(range(total))
-    step = total / float(limit)
-    return sorted({int(i * step) for i in range(limit)})
+    except SourceError as exc:
+        raise BackendError(f"calibration video: {exc}") from exc
+    if produced == 0:
+        raise BackendError(f"calibration video {path} yielded no frames")
 
 
 class CalibrationBatches:

@@ -25,8 +25,9 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgedet.errors import EdgedetError, require
+from edgedet.errors import EdgedetError, SourceError, require
 from edgedet.precision.errors import CalibrationError
+from edgedet.sources.sampling import iter_video_samples
 from edgedet.types import InputSpec
 
 log = logging.getLogger(__name__)
@@ -247,40 +248,15 @@ def _npy_folder(folder: Path, limit: int, spec: InputSpec) -> Optional[Tuple[Lis
 
 
 def sample_video_frames(path: Path, limit: int) -> List[Tuple[str, np.ndarray]]:
-    cv2: Any = require("cv2", "cv", "calibration (reading video)")
-    cap = cv2.VideoCapture(str(path))
     try:
-        if not cap.isOpened():
-            raise CalibrationError(f"cannot open calibration video {path} (unknown format or corrupt file)")
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        wanted = set(_spread(total, limit)) if total > 0 else None
-        frames: List[Tuple[str, np.ndarray]] = []
-        index = 0
-        while len(frames) < limit:
-            if wanted is not None and index not in wanted:
-                if not cap.grab():  # skipping without decoding to BGR
-                    break
-                index += 1
-                continue
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            frames.append((f"{path.name}#{index}", frame))
-            index += 1
-    finally:
-        cap.release()
+        frames = [(f"{path.name}#{i}", frame) for i, frame in iter_video_samples(path, limit)]
+    except SourceError as exc:
+        raise CalibrationError(f"calibration video: {exc}") from exc
     if not frames:
         raise CalibrationError(f"calibration video {path} yielded no frames")
     if min(frames[0][1].shape[:2]) < MIN_SIDE:
         raise CalibrationError(f"calibration video {path} is smaller than {MIN_SIDE} px on a side")
     return frames
-
-
-def _spread(total: int, limit: int) -> List[int]:
-    if total <= limit:
-        return list(range(total))
-    step = total / float(limit)
-    return sorted({int(i * step) for i in range(limit)})
 
 
 def _live_config(source: Source) -> Any:
