@@ -15,11 +15,12 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from edgedet.errors import EdgedetError, SourceError
+from edgedet.sources.sampling import iter_video_samples
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +61,6 @@ def _config_text(model: Path, video: Path, threads: int, instances: int = 1) -> 
     )
 
 
-def _read_frames(video: Path, n: int) -> List[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    frames: List[np.ndarray] = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    if not frames:
-        raise SourceError(f"{video}: no frame could be read")
-    return frames
-
-
 def bench_pipeline(video: Path, model: Path, frames: int, threads: int, instances: int = 1) -> Dict[str, Any]:
     from edgedet.app import build_pipeline, load_model_stage, start_pipeline, stop_pipeline
     from edgedet.config import parse_config
@@ -99,7 +84,10 @@ def bench_pipeline(video: Path, model: Path, frames: int, threads: int, instance
     spec = stage.spec
     pre = CpuPreprocessor(spec)
     buf = pre.allocate()
-    sample = _read_frames(video, 1)[0]
+    first = next(iter_video_samples(video, 1), None)
+    if first is None:
+        raise SourceError(f"{video}: no frame could be read")
+    sample = first[1]
     pre.run(sample, buf)
     feeds = {spec.name: buf}
     for _ in range(WARMUP):
