@@ -16,6 +16,8 @@ from edgedet.types import DetectionResult
 class CameraCounters:
     published: int = 0
     detections: int = 0
+    # most objects of each class seen in one frame since the last ``take_in_view`` (for the log line)
+    in_view: Dict[str, int] = field(default_factory=dict)
     # (monotonic time, published count) samples for a moving frames/s
     window: Deque[float] = field(default_factory=lambda: deque(maxlen=120))
 
@@ -37,6 +39,11 @@ class PipelineStats:
             counters = self.cameras.setdefault(result.camera, CameraCounters())
             counters.published += 1
             counters.detections += len(result.detections)
+            frame_counts: Dict[str, int] = {}
+            for det in result.detections:
+                frame_counts[det.class_name] = frame_counts.get(det.class_name, 0) + 1
+            for name, n in frame_counts.items():
+                counters.in_view[name] = max(n, counters.in_view.get(name, 0))
             counters.window.append(publish_done_monotonic)
 
     def fps(self, camera: str, horizon_s: float = 10.0) -> Optional[float]:
@@ -59,6 +66,15 @@ class PipelineStats:
         with self._lock:
             counters = self.cameras.get(camera)
             return counters.published if counters else 0
+
+    def take_in_view(self, camera: str) -> Dict[str, int]:
+        """Most objects per class in one frame since the last call (then reset)."""
+        with self._lock:
+            counters = self.cameras.get(camera)
+            if counters is None:
+                return {}
+            seen, counters.in_view = counters.in_view, {}
+            return seen
 
     def latency_summary(self) -> Dict[str, Any]:
         return self.latency.summary()

@@ -283,11 +283,16 @@ class Daemon:
         payload = self.stats_payload()
         if self.publisher is not None:
             self.publisher.publish_stats(payload)
-        cams = ", ".join(
-            f"{n}: {c['state']} {c['fps'] or 0:.1f} fps {c['frames_out']} out {c['dropped']} dropped"
-            for n, c in payload["cameras"].items()
-        )
-        log.info("stats: %s", cams)
+        pipeline = self._require_pipeline()
+        parts = []
+        for name, cam in payload["cameras"].items():
+            seen = pipeline.stats.take_in_view(name)
+            top = ", ".join(f"{n} {c}" for n, c in sorted(seen.items(), key=lambda kv: -kv[1])[:4])
+            parts.append(
+                f"{name}: {cam['state']} {cam['fps'] or 0:.1f} fps {cam['frames_out']} out "
+                f"{cam['dropped']} dropped" + (f"; in view: {top}" if top else "")
+            )
+        log.info("stats: %s", " | ".join(parts))
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: cameras up/down with their rates, precision, reload errors."""
