@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edgedet.backends.base import Backend
     from edgedet.models.postprocess import PostProcessor
     from edgedet.publish.messages import ModelInfo
+    from edgedet.publish.mqtt import MqttPublisher
     from edgedet.sources.base import FrameReader
     from edgedet.sources.capture import CaptureWorker
 
@@ -115,7 +116,7 @@ class Pipeline:
     inference: List[InferenceWorker]
     post: PostWorker
     captures: Dict[str, CaptureWorker] = field(default_factory=dict)
-    publisher: Optional[object] = None
+    publisher: Optional[MqttPublisher] = None
     stats: PipelineStats = field(default_factory=PipelineStats)
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
 
@@ -154,7 +155,7 @@ def build_capture(
 
 def build_pipeline(
     config: Config,
-    publisher: Optional[object] = None,
+    publisher: Optional[MqttPublisher] = None,
     extra_sinks: Optional[List[Callable[[DetectionResult], None]]] = None,
 ) -> Pipeline:
     """Load the model and wire capture -> inference -> post-processing -> sinks (nothing started)."""
@@ -188,7 +189,7 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
     def sink(result: DetectionResult) -> None:
         start = time.monotonic()
         if pipeline.publisher is not None:
-            pipeline.publisher.publish_detections(result, pipeline.model.model_info)  # type: ignore[attr-defined]
+            pipeline.publisher.publish_detections(result, pipeline.model.model_info)
         for extra in pipeline.extra_sinks:
             extra(result)
         done = time.monotonic()

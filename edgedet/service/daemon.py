@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 from edgedet.app import (
     Pipeline,
@@ -22,6 +22,13 @@ from edgedet.app import (
 )
 from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
+
+if TYPE_CHECKING:
+    from edgedet.publish.mqtt import MqttPublisher
+    from edgedet.service.notify import Notifier
+    from edgedet.service.watchdog import WatchdogPinger
+    from edgedet.telemetry.base import TelemetryReader
+    from edgedet.telemetry.throttle import ThrottlePolicy
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +43,16 @@ class Daemon:
         self,
         config: Config,
         config_path: Optional[Path] = None,
-        notifier: Optional[Any] = None,
+        notifier: Optional[Notifier] = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier
-        self.publisher: Optional[Any] = None
-        self.telemetry: Optional[Any] = None
-        self.throttle: Optional[Any] = None
+        self.publisher: Optional[MqttPublisher] = None
+        self.telemetry: Optional[TelemetryReader] = None
+        self.throttle: Optional[ThrottlePolicy] = None
         self.pipeline: Optional[Pipeline] = None
-        self.pinger: Optional[Any] = None
+        self.pinger: Optional[WatchdogPinger] = None
         self._capture_restarts: Dict[str, int] = {}
         self._last_stats = time.monotonic()
         self._last_telemetry = time.monotonic()
@@ -75,7 +82,7 @@ class Daemon:
             self._start_watchdog()
         log.info("edgedet running: %s", self.status_line())
 
-    def _start_publisher(self, config: Config) -> Optional[Any]:
+    def _start_publisher(self, config: Config) -> Optional[MqttPublisher]:
         if not config.mqtt.enabled:
             return None
         from edgedet.publish.mqtt import MqttPublisher, resolve_password
@@ -86,7 +93,7 @@ class Daemon:
         publisher.start()
         return publisher
 
-    def _start_telemetry(self, config: Config) -> Tuple[Optional[Any], Optional[Any]]:
+    def _start_telemetry(self, config: Config) -> Tuple[Optional[TelemetryReader], Optional[ThrottlePolicy]]:
         if config.telemetry.type == "none":
             return None, None
         from edgedet.telemetry import open_telemetry
