@@ -128,3 +128,32 @@ def test_check_config_cli_accepts_the_example() -> None:
     proc = run_cli("check-config", str(REPO / "config" / "edgedet.yaml"))
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
+
+
+def _setting_names(model: type, seen: set) -> set:
+    """Every field name of a config model and of the models nested in it (unions included)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    names = set()
+    if model in seen:
+        return names
+    seen.add(model)
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        names.add(name)
+        stack = [field.annotation]
+        while stack:
+            tp = stack.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                names |= _setting_names(tp, seen)
+            stack.extend(typing.get_args(tp))
+    return names
+
+
+def test_example_config_documents_every_setting() -> None:
+    from edgedet.config import Config
+
+    text = (REPO / "config" / "edgedet.yaml").read_text()
+    missing = sorted(n for n in _setting_names(Config, set()) if f"{n}:" not in text and f"{n} " not in text)
+    assert missing == [], f"settings not shown in config/edgedet.yaml: {missing}"

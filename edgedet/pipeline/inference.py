@@ -313,6 +313,12 @@ class PostWorker(Worker):
             while held and (oldest_pending is None or held[0][0] < oldest_pending):
                 self._deliver(heapq.heappop(held)[2])
 
+    def teardown(self) -> None:
+        # at stop, results still waiting for an earlier frame go out in order rather than being lost
+        for held in self._held.values():
+            while held:
+                self._deliver(heapq.heappop(held)[2])
+
     def _deliver(self, result: DetectionResult) -> None:
         for sink in self.sinks:
             sink(result)
