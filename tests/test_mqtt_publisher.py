@@ -163,6 +163,8 @@ def test_resolve_password_env_then_credentials_dir(tmp_path: Path) -> None:
     assert resolve_password(cfg, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "s3cret"
     assert resolve_password(cfg, {"CREDENTIALS_DIRECTORY": str(tmp_path), "MY_PW": "fromenv"}) == "fromenv"
     assert resolve_password(cfg, {"CREDENTIALS_DIRECTORY": str(tmp_path / "none")}) is None
+    (tmp_path / "mqtt-pw").write_text("\n")  # install-service leaves an empty one: no password
+    assert resolve_password(cfg, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) is None
 
 
 def test_unreadable_tls_files_fail_at_start(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ _ERR_QUEUE_SIZE = 15
 
 def resolve_password(cfg: MqttConfig, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """The broker password: env var ``cfg.password_env``, else $CREDENTIALS_DIRECTORY/cfg.password_credential
-    (systemd ``LoadCredential=``); None when neither is set. One trailing newline is stripped."""
+    (systemd ``LoadCredential=``); None when neither is set or the credential file is empty (the unit
+    installs an empty one so that LoadCredential= never fails). One trailing newline is stripped."""
     env = os.environ if environ is None else environ
     value = env.get(cfg.password_env)
     if value:
@@ -60,7 +61,8 @@ def resolve_password(cfg: MqttConfig, environ: Optional[Mapping[str, str]] = Non
             return None
         except OSError as exc:
             raise PublishError(f"cannot read the MQTT password credential {path}: {exc}") from exc
-        return text[:-1] if text.endswith("\n") else text
+        text = text[:-1] if text.endswith("\n") else text
+        return text or None
     return None
 
 
