@@ -170,7 +170,7 @@ def build_pipeline(
         InferenceWorker(board, b, handoff, max_batch=max_batch, name="inference" + (f"-{i}" if i else ""))
         for i, b in enumerate(backends)
     ]
-    post = PostWorker(handoff, _decoder(model), [], board=board if len(inference) > 1 else None)
+    post = PostWorker(handoff, _decoder(model), [], board=board)
     pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])

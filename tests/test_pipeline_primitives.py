@@ -143,3 +143,4 @@ def test_results_of_parallel_workers_are_delivered_in_frame_order() -> None:
     slot.put(frame("a", 4, []))
     finish(board.take(1, timeout=0.1)[0])
     assert delivered == [1, 2, 3, 4]
+    assert board.done("a", 99) is None  # nothing is left registered as in flight (bounded memory)
