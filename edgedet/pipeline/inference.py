@@ -54,14 +54,16 @@ class FrameBoard:
 
     def add(self, camera: str) -> LatestSlot[PreparedFrame]:
         slot: LatestSlot[PreparedFrame] = LatestSlot(on_drop=_release, on_put=self._ready.set)
-        self.slots[camera] = slot
-        self._order.append(camera)
+        with self._lock:  # cameras come and go on reload while the workers take frames
+            self.slots[camera] = slot
+            self._order.append(camera)
         return slot
 
     def remove(self, camera: str) -> None:
-        slot = self.slots.pop(camera, None)
-        if camera in self._order:
-            self._order.remove(camera)
+        with self._lock:
+            slot = self.slots.pop(camera, None)
+            if camera in self._order:
+                self._order.remove(camera)
         if slot is not None:
             leftover = slot.take_nowait()
             if leftover is not None:
@@ -158,6 +160,7 @@ class InferenceWorker(Worker):
         self._expected_s = 0.0  # moving average of one inference, for FrameBoard.mark_busy
 
     def setup(self) -> None:
+        self.board.mark_busy(self.name, 0.0)  # idle: producers need not wait for this worker
         if self._on_thread_start is not None:
             self._on_thread_start()  # e.g. push the CUDA context in this thread
 
