@@ -9,7 +9,6 @@ import logging
 import queue
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
@@ -170,7 +169,7 @@ def build_pipeline(
         InferenceWorker(board, b, handoff, max_batch=max_batch, name="inference" + (f"-{i}" if i else ""))
         for i, b in enumerate(backends)
     ]
-    post = PostWorker(handoff, _decoder(model), [], board=board)
+    post = PostWorker(handoff, model.postprocessor, [], board=board)
     pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])
@@ -179,10 +178,6 @@ def build_pipeline(
         if camera.enabled:
             pipeline.captures[camera.name] = build_capture(config, camera.name, pipeline)
     return pipeline
-
-
-def _decoder(model: ModelStage) -> Callable:
-    return model.postprocessor  # type: ignore[return-value]
 
 
 def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
@@ -238,7 +233,3 @@ def describe_failure(name: str, exc: BaseException) -> str:
     if isinstance(exc, EdgedetError):
         return f"{name}: {exc}"
     return f"{name}: unexpected {type(exc).__name__}: {exc}"
-
-
-def model_path(config: Config) -> Path:
-    return config.resolve_path(config.model.path)

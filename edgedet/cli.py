@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from edgedet import __version__
 from edgedet.errors import ConfigError, EdgedetError
@@ -93,12 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default=None, choices=["debug", "info", "warning", "error"], help="override log level"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    handlers: Dict[str, Callable[[argparse.Namespace], int]] = {}
 
     def add(
         name: str, handler: Callable[[argparse.Namespace], int], help_text: str
     ) -> argparse.ArgumentParser:
-        handlers[name] = handler
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p

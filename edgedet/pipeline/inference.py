@@ -19,7 +19,7 @@ from edgedet.backends.base import Backend
 from edgedet.errors import BackendError
 from edgedet.service.worker import Worker
 from edgedet.slot import LatestSlot
-from edgedet.types import DetectionResult, PreparedFrame
+from edgedet.types import Detection, DetectionResult, Letterbox, PreparedFrame
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class PostWorker(Worker):
     def __init__(
         self,
         inbox: queue.Queue[InferenceBatch],
-        decode: Callable[[Dict[str, np.ndarray], Sequence[object]], List[tuple]],
+        decode: Callable[[Dict[str, np.ndarray], Sequence[Letterbox]], Sequence[Tuple[Detection, ...]]],
         sinks: Sequence[Callable[[DetectionResult], None]],
         board: Optional[FrameBoard] = None,
     ) -> None:
