@@ -17,7 +17,7 @@ from edgedet.config import Config
 from edgedet.errors import EdgedetError
 from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
 from edgedet.pipeline.stats import PipelineStats
-from edgedet.service.worker import Worker
+from edgedet.runtime.worker import Worker
 from edgedet.sources.config import FileSource
 from edgedet.types import DetectionResult, InputSpec
 

@@ -15,8 +15,6 @@ from typing import Callable, List, Optional
 from edgedet import __version__
 from edgedet.errors import ConfigError, EdgedetError
 
-DEMO_CONFIG = Path(__file__).resolve().parent / "assets" / "demo.yaml"
-
 
 def _setup_logging(level: str) -> None:
     try:

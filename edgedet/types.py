@@ -13,6 +13,15 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one model input or output. Dynamic dimensions are None."""
+
+    name: str
+    shape: Tuple[Optional[int], ...]
+    dtype: str  # numpy dtype name: "float32", "float16", "int32", "int64", ...
+
+
 class ChannelOrder(str, enum.Enum):
     BGR = "bgr"
     RGB = "rgb"

@@ -9,10 +9,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgedet.backends import open_backend
-from edgedet.backends.base import TensorSpec
 from edgedet.backends.config import OnnxRuntimeBackend as OrtConfig
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend, graph_has_quantization
 from edgedet.errors import BackendError, EdgedetError, ModelError
+from edgedet.types import TensorSpec
 from tests.conftest import DEMO_CLIP, DEMO_MODEL
 from tests.support import onnx_graphs as g
 

@@ -8,7 +8,6 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pytest
 
-from edgedet.backends.base import TensorSpec
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.errors import ModelError
 from edgedet.models.config import ModelConfig
@@ -17,7 +16,7 @@ from edgedet.models.labels import COCO80, COCO80_CATEGORY_IDS, parse_names, reso
 from edgedet.models.nms import nms
 from edgedet.models.postprocess import PostProcessor, build_postprocessor
 from edgedet.models.yolox import grid_count
-from edgedet.types import Detection, Letterbox
+from edgedet.types import Detection, Letterbox, TensorSpec
 from tests.support import onnx_graphs as g
 
 # -- class names ------------------------------------------------------------------------------------------

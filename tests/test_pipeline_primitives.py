@@ -11,8 +11,8 @@ import pytest
 
 from edgedet.pipeline.inference import FrameBoard
 from edgedet.pipeline.latency import LatencyRecorder
-from edgedet.service.worker import Worker
-from edgedet.slot import LatestSlot
+from edgedet.runtime.slot import LatestSlot
+from edgedet.runtime.worker import Worker
 from edgedet.types import Letterbox, PreparedFrame
 
 

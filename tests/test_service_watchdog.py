@@ -10,9 +10,9 @@ from typing import Dict, Iterator, List
 
 import pytest
 
+from edgedet.runtime.worker import Worker
 from edgedet.service.notify import Notifier
 from edgedet.service.watchdog import WatchdogGate, WatchdogPinger, always_healthy, worker_age
-from edgedet.service.worker import Worker
 from tests.support.fake_systemd import FakeSystemd
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from edgedet.errors import SourceError
 from edgedet.preprocess.cpu import CpuPreprocessor
-from edgedet.slot import LatestSlot
+from edgedet.runtime.slot import LatestSlot
 from edgedet.sources import open_reader
 from edgedet.sources.capture import CaptureState, CaptureWorker
 from edgedet.sources.config import CameraConfig

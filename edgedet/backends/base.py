@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
+
+from edgedet.types import TensorSpec
 
 try:  # Python 3.8 has Protocol in typing already
     from typing import Protocol
 except ImportError:  # pragma: no cover
     from typing_extensions import Protocol  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape and dtype of one model input or output. Dynamic dimensions are None."""
-
-    name: str
-    shape: Tuple[Optional[int], ...]
-    dtype: str  # numpy dtype name: "float32", "float16", "int32", "int64", ...
 
 
 class Backend(Protocol):

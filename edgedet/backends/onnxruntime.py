@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.errors import BackendError, ModelError, require
+from edgedet.types import TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ from typing import (
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.backends.engine_cache import (
     CalibrationKey,
     EngineCache,
@@ -65,7 +64,7 @@ from edgedet.backends.trt_shapes import (
 )
 from edgedet.backends.trt_slots import SlotHandle
 from edgedet.errors import BackendError, DependencyError
-from edgedet.types import InputSpec
+from edgedet.types import InputSpec, TensorSpec
 
 if TYPE_CHECKING:
     import tensorrt as trt

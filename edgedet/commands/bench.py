@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from edgedet.config import DEMO_CLIP, DEMO_MODEL
 from edgedet.errors import EdgedetError, SourceError
 from edgedet.sources.sampling import iter_video_samples
 
@@ -36,17 +37,15 @@ def peak_rss_mb() -> float:
 
 
 def _default_video() -> Path:
-    from edgedet.cli import DEMO_CONFIG
 
     if REPO_SHARED_VIDEO.is_file():
         return REPO_SHARED_VIDEO
-    return DEMO_CONFIG.parent / "demo_street.mp4"
+    return DEMO_CLIP
 
 
 def _default_model() -> Path:
-    from edgedet.cli import DEMO_CONFIG
 
-    return DEMO_CONFIG.parent / "yolox_nano.onnx"
+    return DEMO_MODEL
 
 
 def _config_text(model: Path, video: Path, threads: int, instances: int = 1) -> str:

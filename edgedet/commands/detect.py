@@ -12,7 +12,7 @@ from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
-from edgedet.config import Config
+from edgedet.config import DEMO_CONFIG, Config
 from edgedet.errors import SourceError, require
 from edgedet.types import Detection, DetectionResult
 
@@ -23,7 +23,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 def detect_config(args: argparse.Namespace) -> Config:
     """The model and backend settings: from --config when given, else the bundled demo model."""
-    from edgedet.cli import DEMO_CONFIG
     from edgedet.config import load_config
 
     config = load_config(args.config) if args.config is not None else load_config(DEMO_CONFIG)

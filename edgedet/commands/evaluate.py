@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from edgedet.commands.progress import progress_printer
+from edgedet.config import DEMO_MODEL
 from edgedet.errors import ConfigError
 
 
@@ -25,9 +26,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _demo_model() -> Path:
-    from edgedet.cli import DEMO_CONFIG
 
-    return DEMO_CONFIG.parent / "yolox_nano.onnx"
+    return DEMO_MODEL
 
 
 def _eval_one(args: argparse.Namespace, model: Path) -> int:

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from edgedet.config import Config, load_config
+from edgedet.config import DEMO_CONFIG, Config, load_config
 
 log = logging.getLogger(__name__)
 
 
 def load_run_config(path: Optional[Path]) -> Config:
-    from edgedet.cli import DEMO_CONFIG
 
     if path is None:
         log.info("no --config given: running the built-in demo (%s)", DEMO_CONFIG)

@@ -7,8 +7,8 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.errors import ModelError
+from edgedet.types import TensorSpec
 
 try:
     from typing import Protocol

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-from edgedet.backends.base import TensorSpec
 from edgedet.errors import ModelError
 from edgedet.models.base import FAMILIES, Decoder, describe_outputs
 from edgedet.models.efficient_nms import make_end_to_end_decoder, nms_roles
 from edgedet.models.yolov5 import Yolov5Decoder
 from edgedet.models.yolov8 import Yolov8Decoder
 from edgedet.models.yolox import YoloxDecoder, grid_count
+from edgedet.types import TensorSpec
 
 
 def _grid_sizes(rows: int, input_size: Optional[Tuple[int, int]]) -> Tuple[bool, bool]:

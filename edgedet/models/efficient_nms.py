@@ -12,8 +12,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.models.base import Candidates, get_output, layout_error
+from edgedet.types import TensorSpec
 
 _EXPECTED = (
     "four outputs num_dets [B, 1], boxes [B, K, 4], scores [B, K], classes [B, K] (EfficientNMS) "

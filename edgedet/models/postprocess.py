@@ -12,14 +12,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgedet.backends.base import Backend, TensorSpec
+from edgedet.backends.base import Backend
 from edgedet.errors import ModelError, require
 from edgedet.models.base import Candidates, Decoder
 from edgedet.models.config import ModelConfig
 from edgedet.models.detect import detect_family, make_decoder
 from edgedet.models.labels import resolve_class_names
 from edgedet.models.nms import nms
-from edgedet.types import ChannelOrder, Detection, InputSpec, Letterbox
+from edgedet.types import ChannelOrder, Detection, InputSpec, Letterbox, TensorSpec
 
 log = logging.getLogger(__name__)
 

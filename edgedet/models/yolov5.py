@@ -9,8 +9,8 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.models.base import Candidates, best_class, get_output, layout_error, xywh_to_xyxy
+from edgedet.types import TensorSpec
 
 
 def _fits(n: Optional[int], cols: Optional[int]) -> bool:

@@ -11,9 +11,9 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.models.base import Candidates, best_class, get_output, layout_error, xywh_to_xyxy
 from edgedet.models.yolov5 import Yolov5Decoder
+from edgedet.types import TensorSpec
 
 log = logging.getLogger(__name__)
 

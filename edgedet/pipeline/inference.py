@@ -17,8 +17,8 @@ import numpy as np
 
 from edgedet.backends.base import Backend
 from edgedet.errors import BackendError
-from edgedet.service.worker import Worker
-from edgedet.slot import LatestSlot
+from edgedet.runtime.slot import LatestSlot
+from edgedet.runtime.worker import Worker
 from edgedet.types import Detection, DetectionResult, Letterbox, PreparedFrame
 
 log = logging.getLogger(__name__)

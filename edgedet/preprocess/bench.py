@@ -21,9 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgedet.config import DEMO_CLIP
 from edgedet.types import ChannelOrder, InputSpec
-
-DEMO_CLIP = Path(__file__).resolve().parent.parent / "assets" / "demo_street.mp4"
 
 
 def _size(text: str) -> Tuple[int, int]:

@@ -31,7 +31,7 @@ from edgedet.publish.config import MessageClass, MqttConfig
 from edgedet.publish.events import PresenceTracker
 from edgedet.publish.messages import Envelope, ModelInfo, PresenceEvent
 from edgedet.publish.outbox import Outbox, OutboxStats, SendInfo
-from edgedet.publish.ratelimit import RateLimitedLog
+from edgedet.runtime.ratelimit import RateLimitedLog
 from edgedet.types import DetectionResult
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Counter, Deque, Dict, List, Optional, Set, Tup
 from typing_extensions import Protocol
 
 from edgedet.publish.config import OutboxConfig
-from edgedet.publish.ratelimit import RateLimitedLog
+from edgedet.runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import math
 import threading
 from typing import Callable, Collection, List, Mapping, Optional, Tuple
 
+from edgedet.runtime.worker import Worker
 from edgedet.service.notify import Notifier
-from edgedet.service.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from edgedet.errors import EdgedetError, SourceError
 from edgedet.preprocess.base import Preprocessor
-from edgedet.service.worker import Worker
-from edgedet.slot import LatestSlot
+from edgedet.runtime.slot import LatestSlot
+from edgedet.runtime.worker import Worker
 from edgedet.sources.base import FrameReader, check_frame, redact_url
 from edgedet.sources.config import CameraConfig
 from edgedet.types import PreparedFrame

@@ -14,8 +14,8 @@ from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
 
-from edgedet.backends.base import TensorSpec
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
+from edgedet.types import TensorSpec
 
 
 class HangingBackend:
