@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+from edgedet.devtools.watch import DUPLICATE, FIRST, GAP, LATE, OK, RESET, SeqChecker, format_message, watch
 from edgedet.publish.mqtt import MqttPublisher
-from edgedet.publish.watch import DUPLICATE, FIRST, GAP, LATE, OK, RESET, SeqChecker, format_message, watch
 from tests.support.mqtt_helpers import MODEL, event, publisher_cfg, result, wait_for
 
 
@@ -126,3 +126,45 @@ def test_watch_reports_the_gap_left_by_a_refused_message(mosquitto: Any, tmp_pat
     assert rep.streams["dev1/cam1/detections"].gaps == 1
     assert rep.problems() == []  # a QoS 0 drop is not a --check failure
     assert rep.problems(durable_types=("detections",)) == ["dev1/cam1/detections: 1 message(s) missing"]
+
+
+def test_interleaved_epochs_are_tracked_apart_so_no_gap_hides() -> None:
+    c = SeqChecker()
+    # a device replays its older epoch's messages while the new epoch has started
+    verdicts = [
+        c.feed(msg(s, epoch=e, mid=f"{e}-{s}")) for e, s in (("e1", 1), ("e2", 1), ("e1", 3), ("e2", 2))
+    ]
+    assert verdicts == [FIRST, RESET, GAP, OK]
+    tracks = c.report_epochs()
+    assert tracks[("d/cam1/event", "e1")].missing == {2}  # e1's seq 2 never came
+    assert tracks[("d/cam1/event", "e2")].gaps == 0
+    rep = c.report()["d/cam1/event"]
+    assert rep.gaps == 1 and rep.resets == 1 and rep.unique == 4
+    # a duplicate of e1 after e2 started is still a duplicate of e1, not a new start
+    assert c.feed(msg(3, epoch="e1", mid="e1-3")) == DUPLICATE
+    assert c.feed(msg(3, epoch="e1", mid="another")) == "conflict"
+
+
+def test_check_treats_every_durable_class_as_durable() -> None:
+    from edgedet.devtools.watch import WatchReport, durable_message_types
+    from edgedet.publish.config import MessagesConfig
+
+    cfg = MessagesConfig.model_validate({"telemetry": {"topic": "telemetry", "qos": 1, "durable": True}})
+    assert durable_message_types(cfg) == ["event", "telemetry"]
+    assert durable_message_types() == ["event"]
+    c = SeqChecker()
+    for s in (1, 2, 4):
+        c.feed({"type": "telemetry", "device_id": "d", "seq": s, "epoch": "e", "id": str(s)})
+    rep = WatchReport(streams=c.report())
+    assert rep.problems(durable_message_types(cfg)) == ["d/telemetry: 1 message(s) missing"]
+    assert rep.problems() == []  # telemetry is not durable by default: a drop, not a loss
+
+
+def test_device_strings_cannot_drive_the_terminal() -> None:
+    evil = dict(msg(1), camera="cam\x1b]0;owned\x07\x1b[2J", class_name="person\r\x9b31m", event="appeared")
+    line = format_message("edgedet/d/cam/events", evil)
+    assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in line), repr(line)
+    assert "\\x1b]0;owned\\x07" in line
+    out = io.StringIO()
+    w = watch("127.0.0.1", 1, duration=0.0, out=out, check=True)
+    assert w.messages == 0 and "\x1b" not in out.getvalue()

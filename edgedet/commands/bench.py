@@ -192,7 +192,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if not args.json:
             _print_pipeline(fig)
     if what in ("outbox", "all"):
-        from edgedet.publish.bench import main as outbox_main
+        from edgedet.devtools.outbox_bench import main as outbox_main
 
         outbox_main([])
     if what in ("telemetry", "all"):

@@ -8,10 +8,11 @@ from typing import Any, Dict
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    from edgedet.publish.watch import watch
+    from edgedet.devtools.watch import durable_message_types, watch
 
     options: Dict[str, Any] = {"username": args.username, "topic": args.topic}
     host, port, prefix = args.host, args.port, args.prefix
+    durable = durable_message_types()  # without --config: the classes durable by default
     if args.config is not None:
         # the daemon's own broker settings: host, port, TLS, user and password (env or credential)
         from edgedet.config import load_config
@@ -19,6 +20,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
         mqtt = load_config(args.config).mqtt
         host, port, prefix = mqtt.host, mqtt.effective_port, mqtt.topic_prefix
+        durable = durable_message_types(mqtt.messages)
         options.update(
             username=mqtt.username, password=resolve_password(mqtt), tls=mqtt.tls, protocol=mqtt.protocol
         )
@@ -34,6 +36,6 @@ def run_watch(args: argparse.Namespace) -> int:
         max_messages=args.count,
         **options,
     )
-    if args.check and report.problems():
+    if args.check and report.problems(durable):
         return 1
     return 0

@@ -29,7 +29,9 @@ class MessageClass(Strict):
 
     enabled: bool = True
     # relative to <topic_prefix>/<device_id>/; "{camera}" is replaced by the camera name
-    topic: str = Field(pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")
+    topic: str = Field(
+        pattern=r"^[^#+/\x00-\x1f\x7f][^#+\x00-\x1f\x7f]*[^#+/\x00-\x1f\x7f]$|^[^#+/\x00-\x1f\x7f]$"
+    )
     qos: Literal[0, 1, 2] = 0
     retain: bool = False
     durable: bool = False
@@ -99,6 +101,9 @@ class OutboxConfig(Strict):
     # full: fsync the WAL on every (group) commit, survives power loss; normal: survives a process
     # crash but the last commits may be lost on power loss
     synchronous: Literal["full", "normal"] = "full"
+    # put() returns only after the group commit that holds its message; beyond this it returns False
+    # (counted as commit_timeouts; the message may still be committed and delivered later)
+    commit_timeout_s: float = Field(default=2.0, gt=0, le=60)
     # used only while the store cannot be written (unwritable folder, disk full, corrupt file)
     memory_max_messages: int = Field(default=10_000, gt=0)
     memory_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
@@ -120,7 +125,11 @@ class MqttConfig(Strict):
     # MQTT 5: clean_start and session expiry; MQTT 3.1.1: clean_start is the clean-session flag
     clean_start: bool = False
     session_expiry_s: int = Field(default=3600, ge=0, le=4_294_967_295)
-    topic_prefix: str = Field(default="edgedet", pattern=r"^[^#+/$][^#+]*[^#+/]$|^[^#+/$]$")
+    # no wildcards, no leading "$" or "/", no control characters (they would reach every subscriber)
+    topic_prefix: str = Field(
+        default="edgedet",
+        pattern=r"^[^#+/$\x00-\x1f\x7f][^#+\x00-\x1f\x7f]*[^#+/\x00-\x1f\x7f]$|^[^#+/$\x00-\x1f\x7f]$",
+    )
     reconnect_min_s: float = Field(default=1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
     # non-durable messages buffered while the broker is away (paho's queue); beyond it they are dropped

@@ -30,7 +30,7 @@ from edgedet.publish import messages as m
 from edgedet.publish.config import MessageClass, MqttConfig
 from edgedet.publish.events import PresenceTracker
 from edgedet.publish.messages import Envelope, ModelInfo, PresenceEvent
-from edgedet.publish.outbox import Outbox, OutboxStats, SendInfo
+from edgedet.publish.outbox import ACCEPTED, Outbox, OutboxStats, SendInfo, is_published
 from edgedet.runtime.ratelimit import RateLimitedLog
 from edgedet.types import DetectionResult
 
@@ -80,7 +80,9 @@ class PublisherStatus:
     outbox_depth: int
     outbox_dropped: int
     outbox_not_persisted: int
-    outbox_mode: str
+    outbox_rejected: int  # durable messages the broker or the client refused (not retried)
+    outbox_memory: int  # durable messages held only in memory (store failing): lost if the process stops
+    outbox_mode: str  # sqlite, degraded (some messages in memory only) or memory (store unusable)
     outbox: Optional[OutboxStats] = None
 
     def as_dict(self, full: bool = True) -> Dict[str, Any]:
@@ -91,12 +93,16 @@ class PublisherStatus:
         return d
 
 
-def _published(info: Any) -> bool:
-    """MQTTMessageInfo.is_published() raises for messages paho did not queue; those count as done."""
-    try:
-        return bool(info.is_published())
-    except (ValueError, RuntimeError):
-        return True
+def packet_size(topic: str, payload: bytes, qos: int, mqtt5: bool) -> int:
+    """Bytes of the PUBLISH packet paho sends for this message (no properties), as the broker's
+    Maximum Packet Size counts them."""
+    remaining = 2 + len(topic.encode("utf-8")) + (2 if qos > 0 else 0) + (1 if mqtt5 else 0) + len(payload)
+    header = 2
+    n = remaining
+    while n >= 128:
+        n //= 128
+        header += 1
+    return header + remaining
 
 
 class _RecordingSSLSocket(ssl.SSLSocket):
@@ -158,6 +164,7 @@ class MqttPublisher:
         self._emit_lock = threading.Lock()
         self._lock = threading.Lock()
         self._nd_infos: Deque[Any] = collections.deque()
+        self._max_packet: Optional[int] = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK)
         self._counts = dict.fromkeys(
             ("sent", "dropped", "oversize", "errors", "connects", "connect_failures"), 0
         )
@@ -228,6 +235,14 @@ class MqttPublisher:
         client.will_set(self.status_topic, m.STATUS_OFFLINE, qos=status.qos, retain=status.retain)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, self._password)
+            if self._password is not None and cfg.tls is None:
+                log.warning(
+                    "MQTT: the password for %r goes to %s:%d in clear text (no tls configured); anyone on "
+                    "the network path can read it",
+                    cfg.username,
+                    cfg.host,
+                    cfg.effective_port,
+                )
         elif self._password is not None:
             log.warning("MQTT: a password is set but no username: the password is not sent")
         if cfg.tls is not None:
@@ -290,11 +305,20 @@ class MqttPublisher:
         self.outbox.close(max(deadline - time.monotonic(), 1.0))
         st = self.outbox.stats()
         if not flushed or st.depth:
-            log.warning(
-                "MQTT stopped with %d durable message(s) not acknowledged: kept in %s for the next start",
-                st.depth,
-                st.path or "memory (lost)",
-            )
+            stored = st.depth - st.memory
+            if stored:
+                log.warning(
+                    "MQTT stopped with %d durable message(s) not acknowledged: kept in %s for the next start",
+                    stored,
+                    st.path,
+                )
+            if st.memory:
+                log.error(
+                    "MQTT stopped with %d durable message(s) not acknowledged that were only in memory (the "
+                    "store %s could not be written): LOST",
+                    st.memory,
+                    st.path or "(none configured)",
+                )
         queued = self._queued()
         if queued:
             log.warning("MQTT stopped with %d non-durable QoS>0 message(s) undelivered", queued)
@@ -322,6 +346,7 @@ class MqttPublisher:
             # default); paho cannot change its own limit once connected, so the outbox keeps its
             # durable messages in flight under it, with a few slots left for status and stats
             recv_max = getattr(properties, "ReceiveMaximum", None) or 65535
+            self._max_packet = getattr(properties, "MaximumPacketSize", None)
             with self._lock:
                 self._counts["connects"] += 1
             self._connected = True
@@ -404,6 +429,11 @@ class MqttPublisher:
     # -- sending -------------------------------------------------------------------------------
     def _send_durable(self, topic: str, payload: bytes, qos: int, retain: bool) -> Optional[SendInfo]:
         """Called by the outbox writer: hand one committed row to paho (never while holding locks)."""
+        too_big = self._too_big(topic, payload, qos)
+        if too_big:
+            # the broker would drop the connection on it, and the outbox would send it again for ever
+            self._count("oversize")
+            raise PublishError(too_big)
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == _ERR_NO_CONN:
             # QoS>0 while the connection just dropped: paho keeps the message and sends it after
@@ -413,9 +443,24 @@ class MqttPublisher:
             return info
         return None
 
+    def _too_big(self, topic: str, payload: bytes, qos: int) -> Optional[str]:
+        limit = self._max_packet
+        if limit is None:
+            return None
+        size = packet_size(topic, payload, qos, self.cfg.protocol == "5")
+        if size <= limit:
+            return None
+        return f"a {size}-byte packet exceeds the broker's Maximum Packet Size of {limit} bytes"
+
     def _send_now(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         if qos == 0 and not self._connected:
             self._count("dropped")
+            return False
+        too_big = self._too_big(topic, payload, qos)
+        if too_big:
+            self._count("oversize")
+            self._count("dropped")
+            self._warn.warning("packet-size", "MQTT: message on %s not sent: %s", topic, too_big)
             return False
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == _ERR_QUEUE_SIZE or (qos == 0 and info.rc != _ERR_SUCCESS):
@@ -427,7 +472,7 @@ class MqttPublisher:
                 info.rc = _ERR_SUCCESS  # queued by paho until the broker is back (see _send_durable)
             with self._lock:
                 self._nd_infos.append(info)
-                while self._nd_infos and _published(self._nd_infos[0]):
+                while self._nd_infos and is_published(self._nd_infos[0]):
                     self._nd_infos.popleft()
         return True
 
@@ -446,8 +491,8 @@ class MqttPublisher:
             stream = m.stream_key(kind, camera)
             topic = self.topic(cls, camera)
             with self._emit_lock:  # seq order == commit order for each durable stream
-                seq = self.outbox.next_seq(stream, durable)
-                env = Envelope(self.device_id, seq, self.outbox.epoch, time.time())
+                seq, epoch = self.outbox.next_seq(stream, durable)
+                env = Envelope(self.device_id, seq, epoch, time.time())
                 payload = m.encode(build(env))
                 if len(payload) > self.cfg.max_payload_bytes:
                     self._count("oversize")
@@ -461,8 +506,14 @@ class MqttPublisher:
                         seq,
                     )
                     return False
+                row = None
                 if durable:
-                    return self.outbox.put(topic, payload, cls.qos, cls.retain, stream, seq)
+                    row = self.outbox.enqueue(topic, payload, cls.qos, cls.retain, stream, seq, epoch)
+                    if row is None:
+                        return False
+            if row is not None:
+                # outside the lock: callers on other threads share the group commit's fsync
+                return self.outbox.wait(row) in ACCEPTED
             return self._send_now(topic, payload, cls.qos, cls.retain)
         except Exception as exc:
             self._count("errors")
@@ -548,7 +599,7 @@ class MqttPublisher:
     # -- status --------------------------------------------------------------------------------
     def _queued(self) -> int:
         with self._lock:
-            return sum(1 for i in self._nd_infos if not _published(i))
+            return sum(1 for i in self._nd_infos if not is_published(i))
 
     def status_payload(self) -> Dict[str, Any]:
         """The counters as published in the stats message's ``mqtt`` object."""
@@ -578,6 +629,8 @@ class MqttPublisher:
             outbox_depth=ob.depth,
             outbox_dropped=ob.dropped,
             outbox_not_persisted=ob.not_persisted,
+            outbox_rejected=ob.rejected,
+            outbox_memory=ob.memory,
             outbox_mode=ob.mode,
             outbox=ob,
         )

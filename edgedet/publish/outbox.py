@@ -1,38 +1,52 @@
-"""Durable outbox: messages are committed to SQLite (WAL) before they are published and deleted only
-when the broker acknowledges them (PUBACK/PUBCOMP); the same file keeps the per-stream sequence numbers.
+"""Durable outbox, the sender half: messages are committed to the SQLite store (outbox_store.py) before
+``put()`` returns and before they are published, and deleted only when the broker acknowledges them
+(PUBACK/PUBCOMP).
 
-Threads: callers (the pipeline) only append to an in-memory pending list and return at once. One
-writer thread ("edgedet-outbox") owns the SQLite connection: each turn it commits everything pending
-in one transaction (group commit: one fsync for many messages), applies the bounds, deletes what was
+Threads: a caller appends its message to a pending list and waits (bounded, ``commit_timeout_s``) until
+the writer thread ("edgedet-outbox") has committed it; the writer commits everything pending in one
+transaction (group commit: concurrent callers share one fsync), applies the bounds, deletes what was
 acknowledged, then hands committed rows to MQTT in id order, at most ``max_inflight`` unacknowledged.
 paho calls ``on_ack`` from its network thread; that only appends to a deque.
 
 Failure policy: a corrupt file is moved aside and a new one created; an unwritable folder or a full
-disk switches new messages to a bounded in-memory queue (counted as ``not_persisted``) and the store is
-retried every ``retry_store_s``; nothing raises into the pipeline and nothing is dropped uncounted.
+disk switches new messages to a bounded in-memory queue (counted as ``not_persisted``; ``put()`` says
+so) and the store is retried every ``retry_store_s``. Sequence numbers are never reused: the first
+failed commit under an epoch that the file knows starts a new epoch, and so does a corrupt file, and
+messages not yet committed are re-stamped into it before anything sends them.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
+import json
 import logging
-import os
 import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Counter, Deque, Dict, List, Optional, Set, Tuple
 
 from typing_extensions import Protocol
 
 from edgedet.publish.config import OutboxConfig
+from edgedet.publish.messages import encode
+from edgedet.publish.outbox_store import (
+    COMMITTED,
+    DROPPED,
+    MEMORY,
+    PENDING,
+    Loaded,
+    OutboxStore,
+    Row,
+    is_corruption,
+)
 from edgedet.runtime.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Outbox", "OutboxStats", "Row", "SendFn", "SendInfo", "is_published"]
 
 # non-durable streams reserve sequence numbers in blocks so a crash never reuses one
 SEQ_RESERVE = 1000
@@ -40,12 +54,9 @@ SEQ_RESERVE = 1000
 RESYNC_TIMEOUT_S = 10.0
 # acknowledged rows are deleted with the next insert, or after this long at the latest
 DELETE_DELAY_S = 0.25
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY, created REAL NOT NULL, topic TEXT NOT NULL,"
-    " qos INTEGER NOT NULL, retain INTEGER NOT NULL, payload BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS seqs(stream TEXT PRIMARY KEY, last INTEGER NOT NULL)",
-)
+# put() outcomes besides the Row states: no writer thread to wait for, or the wait ran out
+QUEUED, TIMEOUT = "queued", "timeout"
+ACCEPTED = (COMMITTED, MEMORY, QUEUED)
 
 
 class SendInfo(Protocol):
@@ -56,20 +67,28 @@ class SendInfo(Protocol):
     def is_published(self) -> bool: ...
 
 
-# topic, payload, qos, retain -> info, or None when the client cannot take it now (retry later)
+# topic, payload, qos, retain -> info, or None when the client cannot take it now (retry later);
+# raises for a message it can never send (it is then counted as rejected and dropped)
 SendFn = Callable[[str, bytes, int, bool], Optional[SendInfo]]
 
 
-@dataclass
-class Row:
-    id: int
-    created: float
-    topic: str
-    qos: int
-    retain: bool
-    payload: bytes
-    stream: str = ""
-    seq: int = 0
+def is_published(info: Any) -> bool:
+    """MQTTMessageInfo.is_published() raises for messages paho did not queue: nothing left to wait for."""
+    try:
+        return bool(info.is_published())
+    except (ValueError, RuntimeError):
+        return True
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _restamp(payload: bytes, epoch: str, seq: int) -> bytes:
+    """The same message under a new epoch/seq (it was never sent under the old ones)."""
+    msg = json.loads(payload)
+    msg["epoch"], msg["seq"] = epoch, seq
+    return encode(msg)
 
 
 @dataclass
@@ -78,14 +97,18 @@ class _Inflight:
     info: SendInfo
     size: int
     created: float
-    in_memory: bool
+    where: str  # "db", "mem", or "gone" (its file was corrupt): what to delete after the ack
 
 
 @dataclass
 class OutboxStats:
-    mode: str  # "sqlite", or "memory" while the store cannot be written
+    # "sqlite"; "degraded" while some messages live only in memory after a failed commit;
+    # "memory" while the store cannot be used at all (or no path was given)
+    mode: str
     path: Optional[str]
+    epoch: str
     depth: int  # durable messages accepted and not yet acknowledged
+    memory: int  # of these, held only in memory (lost if the process stops)
     bytes: int
     pending: int  # accepted, not yet committed (milliseconds' worth)
     inflight: int
@@ -97,6 +120,9 @@ class OutboxStats:
     rejected: int  # refused by the broker (MQTT 5 PUBACK reason >= 0x80) or by the client
     not_persisted: int  # accepted while the store was failing: kept in memory only
     store_errors: int
+    commit_timeouts: int  # put() gave up waiting for its commit (returned False)
+    epochs: int  # new epochs started at run time (failed commit, corrupt file)
+    commits: int  # group commits (one fsync each with synchronous=full)
 
     @property
     def dropped(self) -> int:
@@ -108,20 +134,19 @@ class OutboxStats:
         return d
 
 
-def _is_published(info: SendInfo) -> bool:
-    try:
-        return bool(info.is_published())
-    except Exception:  # paho raises for messages it did not queue: nothing left to wait for
-        return True
-
-
-def _utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _is_corruption(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "malformed" in text or "not a database" in text or "corrupt" in text
+_COUNTERS = (
+    "accepted",
+    "acked",
+    "dropped_oldest",
+    "dropped_new",
+    "expired",
+    "rejected",
+    "not_persisted",
+    "store_errors",
+    "commit_timeouts",
+    "epochs",
+    "commits",
+)
 
 
 class Outbox:
@@ -139,13 +164,13 @@ class Outbox:
         """
         self._cfg = cfg
         self.path = path
+        self._store = None if path is None else OutboxStore(path, cfg.synchronous, max_page_count)
         self._retry_store_s = retry_store_s
-        self._max_page_count = max_page_count
-        self._db: Optional[sqlite3.Connection] = None
-        self.epoch = uuid.uuid4().hex[:12]
+        self.epoch = new_epoch()
+        self._epoch_in_file = False  # once it is, a failed commit must start a new epoch
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._idle = threading.Condition()
+        self._idle = threading.Condition()  # notified after every writer turn (put() waits on it)
         self._pending: List[Row] = []
         self._pending_bytes = 0
         self._acks: Deque[Tuple[int, bool, float]] = collections.deque()
@@ -154,6 +179,8 @@ class Outbox:
         self._seq_persisted: Dict[str, int] = {}
         self._next_id = 1
         # writer-thread state
+        self._handled_seq: Dict[str, int] = {}  # highest seq the writer stored (file or memory) this epoch
+        self._file_top = 0  # highest row id in a file found again while rows waited in memory
         self._mem: collections.OrderedDict[int, Row] = collections.OrderedDict()
         self._mem_bytes = 0
         self._db_count = 0
@@ -180,112 +207,78 @@ class Outbox:
         self._snap_depth = 0
         self._snap_bytes = 0
         self._snap_inflight = 0
+        self._snap_mem = 0
+        self._snap_store_ok = False
         self._deltas: Counter[str] = collections.Counter()
         self._committing = 0  # rows taken by the writer, commit not finished
         self._committing_bytes = 0
-        self._counters = dict.fromkeys(
-            (
-                "accepted",
-                "acked",
-                "dropped_oldest",
-                "dropped_new",
-                "expired",
-                "rejected",
-                "not_persisted",
-                "store_errors",
-            ),
-            0,
-        )
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+
+    @property
+    def _store_ok(self) -> bool:
+        return self._store is not None and self._store.is_open
 
     # -- opening -------------------------------------------------------------------------------
     def open(self) -> None:
         """Open (or create) the store; never raises for store problems, falls back to memory."""
-        if self.path is None:
-            return
+        loaded = self._open_store()
+        if loaded is not None:
+            self._load(loaded, first=True)
+
+    def _open_store(self) -> Optional[Loaded]:
+        store = self._store
+        if store is None:
+            return None
         try:
-            self._db = self._connect(self.path)
+            return store.open()
         except sqlite3.DatabaseError as exc:
-            if _is_corruption(exc) and self._move_aside(self.path, exc):
-                try:
-                    self._db = self._connect(self.path)
-                except (sqlite3.Error, OSError) as exc2:
-                    self._store_unusable(exc2)
-            else:
+            if not (is_corruption(exc) and self._move_aside(exc)):
                 self._store_unusable(exc)
+                return None
         except OSError as exc:
             self._store_unusable(exc)
-        if self._db is not None:
-            self._load()
-
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), timeout=5.0, isolation_level=None, check_same_thread=False)
+            return None
         try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                log.warning(
-                    "outbox %s: journal_mode is %s, not WAL (file system without WAL support?)", path, mode
-                )
-            db.execute(f"PRAGMA synchronous={self._cfg.synchronous.upper()}")
-            if self._max_page_count is not None:
-                db.execute(f"PRAGMA max_page_count={int(self._max_page_count)}")
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {check})")
-            for stmt in _SCHEMA:
-                db.execute(stmt)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _load(self) -> None:
-        """Read epoch, sequence numbers and depth; on a re-open keep what this process already used."""
-        db = self._db
-        if db is None:
-            return
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-            seqs = {str(k): int(v) for k, v in db.execute("SELECT stream, last FROM seqs")}
-            count, size, top = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), COALESCE(MAX(id), 0) FROM outbox"
-            ).fetchone()
-            with self._lock:
-                fresh = not self._seqs and self._next_id == 1
-                if row is not None and fresh:
-                    self.epoch = str(row[0])
-                elif row is None or str(row[0]) != self.epoch:
-                    # a new file, or one found again after running from memory: the numbering this
-                    # process already published goes on, under its epoch
-                    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('epoch', ?)", (self.epoch,))
-                for k, v in seqs.items():
-                    if v > self._seqs.get(k, 0):
-                        self._seqs[k] = v
-                    self._seq_persisted[k] = v
-                self._next_id = max(self._next_id, int(top) + 1)
-        except sqlite3.Error as exc:
+            return store.open()
+        except (sqlite3.Error, OSError) as exc:
             self._store_unusable(exc)
-            return
-        self._db_count, self._db_bytes = int(count), int(size)
-        self._publish_snapshot()
-        if self._db_count:
-            log.info("outbox %s: %d durable message(s) from before to replay", self.path, self._db_count)
+            return None
 
-    def _move_aside(self, path: Path, exc: BaseException) -> bool:
-        aside = path.with_name(f"{path.name}.corrupt-{_utc_stamp()}")
-        try:
-            os.replace(path, aside)
-            for suffix in ("-wal", "-shm"):
-                side = Path(str(path) + suffix)
-                if side.exists():
-                    os.replace(side, Path(str(aside) + suffix))
-        except OSError as err:
-            log.error("outbox %s is corrupt (%s) and cannot be moved aside: %s", path, exc, err)
+    def _load(self, loaded: Loaded, first: bool) -> None:
+        """Take over the file's epoch and numbering at start; on a re-open keep this process's own."""
+        with self._lock:
+            if first and loaded.epoch is not None:
+                self.epoch = loaded.epoch
+                self._epoch_in_file = True
+                self._seqs.update(loaded.seqs)
+                self._seq_persisted = dict(loaded.seqs)
+            elif loaded.epoch is not None and loaded.epoch == self.epoch:
+                self._epoch_in_file = True
+                for k, v in loaded.seqs.items():
+                    self._seqs[k] = max(self._seqs.get(k, 0), v)
+                self._seq_persisted = dict(loaded.seqs)
+            else:
+                # a new file, or another numbering: the next commit writes ours (set_epoch)
+                self._epoch_in_file = False
+                self._seq_persisted = {}
+            self._next_id = max(self._next_id, loaded.top + 1)
+        if not first:
+            self._file_top = loaded.top
+            self._cursor = 0  # rows of the file found again were never sent by this process
+        self._db_count, self._db_bytes = loaded.count, loaded.nbytes
+        self._publish_snapshot()
+        if loaded.count:
+            log.info("outbox %s: %d durable message(s) from before to replay", self.path, loaded.count)
+
+    def _move_aside(self, exc: BaseException) -> bool:
+        assert self._store is not None
+        aside = self._store.move_aside(exc)
+        if aside is None:
             return False
         log.error(
             "outbox %s is corrupt (%s): moved aside to %s and starting an empty store; durable messages "
             "in the old file are NOT replayed and sequence numbers restart with a new epoch",
-            path,
+            self.path,
             exc,
             aside,
         )
@@ -296,10 +289,8 @@ class Outbox:
     def _store_unusable(self, exc: BaseException) -> None:
         with self._lock:
             self._counters["store_errors"] += 1
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-        self._db = None
+        if self._store is not None:
+            self._store.drop()
         self._store_retry_at = time.monotonic() + self._retry_store_s
         log.error(
             "outbox %s cannot be used (%s): durable messages are kept in memory only (at most %d "
@@ -311,46 +302,108 @@ class Outbox:
             self._cfg.memory_max_bytes,
         )
 
-    # -- caller side (any thread, never blocks on I/O) -----------------------------------------
-    def next_seq(self, stream: str, durable: bool = False) -> int:
+    # -- caller side (any thread) --------------------------------------------------------------
+    def next_seq(self, stream: str, durable: bool = False) -> Tuple[int, str]:
+        """The next (seq, epoch) of ``stream``: both at once, the epoch may change at any time."""
         with self._lock:
             seq = self._seqs.get(stream, 0) + 1
             self._seqs[stream] = seq
+            epoch = self.epoch
             if durable:
                 self._durable_streams.add(stream)
-        if not durable and seq > self._seq_persisted.get(stream, 0) - SEQ_RESERVE // 2:
+            reserve = not durable and seq > self._seq_persisted.get(stream, 0) - SEQ_RESERVE // 2
+        if reserve:
             self._wake.set()  # the writer reserves the next block
-        return seq
+        return seq, epoch
 
-    def put(self, topic: str, payload: bytes, qos: int, retain: bool, stream: str = "", seq: int = 0) -> bool:
-        """Accept a durable message; False when refused (drop_new policy with a full outbox)."""
+    def enqueue(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        stream: str = "",
+        seq: int = 0,
+        epoch: str = "",
+    ) -> Optional[Row]:
+        """Hand a message to the writer without waiting; None when refused (closed, writer dead,
+        drop_new with a full outbox). Call in ``seq`` order per stream; then ``wait(row)``."""
         size = len(payload)
         with self._lock:
-            if self._closed:
+            if self._closed or (self._thread is not None and not self._thread.is_alive()):
                 self._counters["dropped_new"] += 1
-                return False
+                if not self._closed:
+                    self._warn.error("dead", "outbox writer is not running (%s): refusing", self.failure)
+                return None
             if self._cfg.when_full == "drop_new" and self._would_overflow_locked(size):
                 self._counters["dropped_new"] += 1
                 self._warn.warning("full", "outbox full (%s): refusing new durable messages", self._limits())
-                return False
+                return None
             # the pending list is drained every few ms; it only grows if the writer is stuck
             while self._pending and (
                 len(self._pending) >= self._cfg.memory_max_messages
                 or self._pending_bytes + size > self._cfg.memory_max_bytes
             ):
                 old = self._pending.pop(0)
+                old.state = DROPPED
                 self._pending_bytes -= len(old.payload)
                 self._counters["dropped_oldest"] += 1
                 self._warn.warning(
                     "backlog", "outbox writer is behind: dropping the oldest uncommitted message"
                 )
-            row = Row(self._next_id, time.time(), topic, qos, bool(retain), payload, stream, seq)
+            row = Row(self._next_id, time.time(), topic, qos, bool(retain), payload, stream, seq, epoch)
+            if stream and epoch and epoch != self.epoch:
+                self._restamp_locked(row)
             self._next_id += 1
             self._pending.append(row)
-            self._pending_bytes += size
+            self._pending_bytes += len(row.payload)
             self._counters["accepted"] += 1
         self._wake.set()
-        return True
+        return row
+
+    def wait(self, row: Row, timeout: Optional[float] = None) -> str:
+        """Until the writer stored ``row``: COMMITTED, MEMORY (store failing), DROPPED, or TIMEOUT
+        (counted; the row may still be committed later). QUEUED when no writer runs yet."""
+        if self._thread is None:
+            return QUEUED if row.state == PENDING else row.state
+        limit = self._cfg.commit_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        with self._idle:
+            while row.state == PENDING:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    with self._lock:
+                        self._counters["commit_timeouts"] += 1
+                    self._warn.warning(
+                        "commit-timeout",
+                        "outbox: a durable message was not committed within %.1f s (slow disk?): put() "
+                        "returns False",
+                        limit,
+                    )
+                    return TIMEOUT
+                self._idle.wait(left)
+        return row.state
+
+    def put(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        stream: str = "",
+        seq: int = 0,
+        epoch: str = "",
+    ) -> bool:
+        """Accept a durable message and return once it is committed (or, while the store fails, kept
+        in memory, counted as not_persisted); False when refused or not committed in time."""
+        row = self.enqueue(topic, payload, qos, retain, stream, seq, epoch)
+        return row is not None and self.wait(row) in ACCEPTED
+
+    def _restamp_locked(self, row: Row) -> None:
+        seq = self._seqs.get(row.stream, 0) + 1
+        self._seqs[row.stream] = seq
+        row.payload = _restamp(row.payload, self.epoch, seq)
+        row.seq, row.epoch = seq, self.epoch
 
     def _would_overflow_locked(self, size: int) -> bool:
         count = self._snap_depth + self._committing + len(self._pending)
@@ -364,8 +417,7 @@ class Outbox:
         """From paho's network thread: must not block nor raise.
 
         Acks are not urgent (their deletes are batched): the writer is woken only when the in-flight
-        window runs low, otherwise it collects them on its next turn. Fewer wake-ups keep the
-        outbox's cost to the inference threads small."""
+        window runs low, otherwise it collects them on its next turn."""
         self._acks.append((mid, failed, time.time()))
         if len(self._acks) * 4 >= self._max_inflight:
             self._wake.set()
@@ -412,9 +464,10 @@ class Outbox:
                     "outbox writer did not stop within %.1f s; uncommitted messages may be lost", timeout
                 )
                 return
-        elif self._db is not None:
+        elif self._store_ok:
             self._turn()  # never started: still commit what was put
-        self._close_db()
+        if self._store is not None:
+            self._store.close()
 
     def stats(self) -> OutboxStats:
         with self._lock:
@@ -423,10 +476,16 @@ class Outbox:
             depth = self._snap_depth + pending
             nbytes = self._snap_bytes + self._pending_bytes + self._committing_bytes
             inflight = self._snap_inflight
+            mem = self._snap_mem
+            store_ok = self._snap_store_ok
+            epoch = self.epoch
+        mode = "memory" if not store_ok else ("degraded" if mem else "sqlite")
         return OutboxStats(
-            mode="sqlite" if self._db is not None else "memory",
+            mode=mode,
             path=None if self.path is None else str(self.path),
+            epoch=epoch,
             depth=max(depth, 0),
+            memory=mem,
             bytes=max(nbytes, 0),
             pending=pending,
             inflight=inflight,
@@ -450,6 +509,8 @@ class Outbox:
             self._snap_depth = depth
             self._snap_bytes = nbytes
             self._snap_inflight = len(self._inflight)
+            self._snap_mem = len(self._mem)
+            self._snap_store_ok = self._store_ok
 
     # -- writer thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -468,7 +529,7 @@ class Outbox:
                     with self._lock:
                         if not self._pending:
                             break
-        except BaseException as exc:  # kept for status(); the pipeline never sees it
+        except BaseException as exc:  # kept for status(); put() refuses from now on
             self.failure = exc
             log.error("outbox writer failed: %s", exc, exc_info=True)
         finally:
@@ -482,6 +543,9 @@ class Outbox:
             self._pending_bytes = 0
         self._take_acks()
         self._commit(batch)
+        for row in batch:
+            if row.stream and row.seq > self._handled_seq.get(row.stream, 0) and row.epoch == self.epoch:
+                self._handled_seq[row.stream] = row.seq
         self._publish_snapshot(committed=True)
         self._dispatch()
         self._publish_snapshot()
@@ -495,7 +559,7 @@ class Outbox:
             entry = self._inflight.get(mid)
             if entry is None:
                 continue  # a QoS 0 or non-durable message
-            if not _is_published(entry.info):
+            if not is_published(entry.info):
                 # paho marks the message published just after on_publish returns (or the mid
                 # belongs to a QoS 0 message that reused it): look again on the next turn
                 self._recheck.append((mid, failed, when))
@@ -510,21 +574,23 @@ class Outbox:
             else:
                 self._bump("acked")
                 self.latencies_ms.append((when - entry.created) * 1000.0)
-            self._forget(entry.row_id, entry.size, entry.in_memory)
+            self._forget(entry.row_id, entry.size, entry.where)
 
-    def _forget(self, row_id: int, size: int, in_memory: bool) -> None:
-        if in_memory or row_id in self._mem:
+    def _forget(self, row_id: int, size: int, where: str) -> None:
+        """An acknowledged (or refused) row: delete it from wherever it lives now."""
+        if where == "mem":
             row = self._mem.pop(row_id, None)
             if row is not None:
                 self._mem_bytes -= len(row.payload)
-            return
-        self._db_deletes[row_id] = size
+        elif where == "db":
+            self._db_deletes[row_id] = size
 
-    def _seq_rows(self, batch: List[Row]) -> List[Tuple[str, int]]:
-        """Sequence numbers to persist: exact for durable streams, reserved blocks for the rest."""
-        out: Dict[str, int] = {}
-        for row in batch:
-            if row.stream and row.seq > out.get(row.stream, 0):
+    def _seq_rows(self, rows: List[Row], new_epoch: bool) -> List[Tuple[str, int]]:
+        """Sequence numbers to persist: exact for durable streams, reserved blocks for the rest; with
+        a new epoch every stream the writer has seen in it."""
+        out: Dict[str, int] = dict(self._handled_seq) if new_epoch else {}
+        for row in rows:
+            if row.stream and row.epoch in ("", self.epoch) and row.seq > out.get(row.stream, 0):
                 out[row.stream] = row.seq
         with self._lock:
             current = dict(self._seqs)
@@ -532,78 +598,106 @@ class Outbox:
             durable = set(self._durable_streams)
         for stream, value in current.items():
             persisted = self._seq_persisted.get(stream, 0)
-            if closing:
+            if closing and not new_epoch:
                 if value != persisted:
                     out[stream] = value
-            elif stream not in durable and value > persisted - SEQ_RESERVE // 2:
+            elif stream not in durable and (new_epoch or value > persisted - SEQ_RESERVE // 2):
                 out[stream] = value + SEQ_RESERVE
-        return [(s, v) for s, v in out.items() if v > self._seq_persisted.get(s, 0) or closing]
+        if new_epoch or closing:
+            return list(out.items())
+        return [(s, v) for s, v in out.items() if v > self._seq_persisted.get(s, 0)]
 
-    def _commit(self, batch: List[Row]) -> None:
+    def _commit(self, batch: List[Row], retried: bool = False) -> None:
         now = time.time()
-        db = self._db
-        if db is None and self.path is not None and self._store_retry_due():
-            self.open_again()
-            db = self._db
-        if db is None:
-            self._to_memory(batch, persisted_failed=self.path is not None)
+        store = self._store
+        if store is not None and not store.is_open and self._store_retry_due():
+            self._reopen()
+        if store is None or not store.is_open:
+            self._to_memory(batch, persisted_failed=store is not None)
             return
         migrate: List[Row] = []
         if self._mem:
-            if self._store_retry_due():
-                migrate = list(self._mem.values())
-            else:
+            if not self._store_retry_due():
                 # running from memory after a write error: keep new rows behind the older ones
                 self._to_memory(batch, persisted_failed=True)
-                batch = []
+                return
+            migrate = list(self._mem.values())
+        lowest = min((r.id for r in migrate + batch), default=self._file_top + 1)
+        if self._file_top and lowest <= self._file_top:
+            self._renumber(migrate, batch)
+        self._file_top = 0
         rows = migrate + batch
-        seqs = self._seq_rows(rows)
+        new_epoch = not self._epoch_in_file
+        seqs = self._seq_rows(rows, new_epoch)
         deletes = dict(self._db_deletes)
         # acknowledged rows alone do not need their own fsync at once: they ride on the next insert
         # commit or go within DELETE_DELAY_S (a crash before that re-sends them: duplicates that
         # subscribers drop by id, never losses)
         deletes_wait = not deletes or (now - self._last_commit < DELETE_DELAY_S and not self._stopping)
-        if not rows and not seqs and now - self._last_age_check < 1.0 and deletes_wait:
+        if not rows and not seqs and now - self._last_age_check < 1.0 and deletes_wait and not new_epoch:
             return
+        deltas: Counter[str] = collections.Counter()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            if rows:
-                db.executemany(
-                    "INSERT INTO outbox(id, created, topic, qos, retain, payload) VALUES(?,?,?,?,?,?)",
-                    [(r.id, r.created, r.topic, r.qos, int(r.retain), r.payload) for r in rows],
-                )
-            if deletes:
-                db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in deletes])
-            if seqs:
-                db.executemany("INSERT OR REPLACE INTO seqs(stream, last) VALUES(?,?)", seqs)
-            deltas: Counter[str] = collections.Counter()
-            dropped = self._bounds(db, now, rows, deletes, deltas)
-            db.execute("COMMIT")
-            self._last_commit = now
-            self._deltas.update(deltas)
+            with store.transaction():
+                if new_epoch:
+                    store.set_epoch(self.epoch)
+                store.insert(rows)
+                store.delete(deletes)
+                store.set_seqs(seqs)
+                dropped = self._bounds(store, now, rows, deletes, deltas)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            self._store_failed(exc, batch)
+            self._store_failed(exc, batch, retried)
             return
+        self._last_commit = now
+        deltas["commits"] += 1
+        self._deltas.update(deltas)
+        self._epoch_in_file = True
+        if new_epoch:
+            self._seq_persisted = {}
         for s, v in seqs:
             self._seq_persisted[s] = v
         for i in deletes:
             self._db_deletes.pop(i, None)
         self._db_count += len(rows) - len(deletes) - len(dropped)
         self._db_bytes += sum(len(r.payload) for r in rows) - sum(deletes.values()) - sum(dropped.values())
-        for r in migrate:
-            self._mem.pop(r.id, None)
-            self._mem_bytes -= len(r.payload)
+        for r in batch:
+            r.state = DROPPED if r.id in dropped else COMMITTED
         if migrate:
+            moved = {r.id for r in migrate}
+            for r in migrate:
+                self._mem.pop(r.id, None)
+                self._mem_bytes -= len(r.payload)
+            for entry in self._inflight.values():
+                if entry.row_id in moved:
+                    entry.where = "db"  # its ack must now delete it from the file
             log.warning(
                 "outbox %s is writable again: %d message(s) from memory stored", self.path, len(migrate)
             )
             self._store_retry_at = None
 
+    def _renumber(self, migrate: List[Row], batch: List[Row]) -> None:
+        """The file found again holds ids this process also gave out while it ran from memory: give
+        every row not in the file a new id after the file's, keeping their order."""
+        mapping: Dict[int, int] = {}
+        with self._lock:
+            new = self._file_top
+            for row in migrate:
+                new += 1
+                mapping[row.id] = new
+                row.id = new
+            for row in batch + self._pending:
+                new += 1
+                row.id = new
+            self._next_id = new + 1
+        self._mem = collections.OrderedDict((r.id, r) for r in migrate)
+        for entry in self._inflight.values():
+            entry.row_id = mapping.get(entry.row_id, entry.row_id)
+        self._inflight_ids = {mapping.get(i, i) for i in self._inflight_ids}
+        self._cursor = 0
+
     def _bounds(
         self,
-        db: sqlite3.Connection,
+        store: OutboxStore,
         now: float,
         rows: List[Row],
         deletes: Dict[int, int],
@@ -616,13 +710,9 @@ class Outbox:
         nbytes = self._db_bytes + sum(len(r.payload) for r in rows) - sum(deletes.values())
         if now - self._last_age_check >= 1.0:
             self._last_age_check = now
-            cutoff = now - cfg.max_age_s
-            old = db.execute(
-                "SELECT id, LENGTH(payload) FROM outbox WHERE created < ? ORDER BY id LIMIT 10000", (cutoff,)
-            ).fetchall()
-            old = [(i, s) for i, s in old if i not in self._inflight_ids]
+            old = [(i, s) for i, s in store.older_than(now - cfg.max_age_s) if i not in self._inflight_ids]
             if old:
-                db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i, _ in old])
+                store.delete(i for i, _ in old)
                 dropped.update(old)
                 count -= len(old)
                 nbytes -= sum(s for _, s in old)
@@ -636,34 +726,24 @@ class Outbox:
         if count <= cfg.max_messages and nbytes <= cfg.max_bytes:
             return dropped
         over_n = count - cfg.max_messages
+        sel: List[Tuple[int, int]] = []
         if cfg.when_full == "drop_new":
             # put() refuses early; here only the newest rows of this batch can still be over
-            victims = sorted(rows, key=lambda r: r.id, reverse=True)
-            sel: List[Tuple[int, int]] = []
-            for r in victims:
-                if count <= cfg.max_messages and nbytes <= cfg.max_bytes:
-                    break
-                sel.append((r.id, len(r.payload)))
-                count -= 1
-                nbytes -= len(r.payload)
+            candidates = [(r.id, len(r.payload)) for r in sorted(rows, key=lambda r: r.id, reverse=True)]
             key = "dropped_new"
         else:
-            sel = []
-            cur = db.execute(
-                "SELECT id, LENGTH(payload) FROM outbox ORDER BY id LIMIT ?",
-                (max(over_n, 0) + len(self._inflight_ids) + 1000,),
-            )
-            for i, s in cur:
-                if count <= cfg.max_messages and nbytes <= cfg.max_bytes:
-                    break
-                if i in self._inflight_ids or i in dropped or i in deletes:
-                    continue
-                sel.append((i, s))
-                count -= 1
-                nbytes -= s
+            candidates = store.oldest(max(over_n, 0) + len(self._inflight_ids) + 1000)
             key = "dropped_oldest"
+        for i, s in candidates:
+            if count <= cfg.max_messages and nbytes <= cfg.max_bytes:
+                break
+            if i in self._inflight_ids or i in dropped or i in deletes:
+                continue
+            sel.append((i, s))
+            count -= 1
+            nbytes -= s
         if sel:
-            db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i, _ in sel])
+            store.delete(i for i, _ in sel)
             dropped.update(sel)
             deltas[key] += len(sel)
             self._warn.warning(
@@ -674,24 +754,34 @@ class Outbox:
     def _store_retry_due(self) -> bool:
         return self._store_retry_at is not None and time.monotonic() >= self._store_retry_at
 
-    def open_again(self) -> None:
+    def _reopen(self) -> None:
         self._store_retry_at = time.monotonic() + self._retry_store_s
-        self.open()
-        if self._db is not None:
+        loaded = self._open_store()
+        if loaded is not None:
+            self._load(loaded, first=False)
             log.warning("outbox %s could be opened again", self.path)
             self._store_retry_at = time.monotonic()  # move what waited in memory now
 
-    def _store_failed(self, exc: sqlite3.Error, batch: List[Row]) -> None:
+    def _store_failed(self, exc: sqlite3.Error, batch: List[Row], retried: bool = False) -> None:
         with self._lock:
             self._counters["store_errors"] += 1
         self._store_retry_at = time.monotonic() + self._retry_store_s
-        if _is_corruption(exc) and self.path is not None:
-            self._close_db()
+        if is_corruption(exc) and self._store is not None:
             lost = self._db_count
             self._db_count = self._db_bytes = 0
             self._db_deletes.clear()
-            if self._move_aside(self.path, exc):
+            for entry in self._inflight.values():
+                if entry.where == "db":
+                    entry.where = "gone"
+            moved = self._move_aside(exc)
+            if moved:
                 log.error("outbox: %d stored message(s) were in the corrupt file", lost)
+            self._start_epoch("the store file is corrupt", batch)
+            if moved and not retried:
+                self._reopen()  # a new, empty file at once
+                if self._store_ok:
+                    self._commit(batch, retried=True)
+                    return
         else:
             self._warn.error(
                 "store",
@@ -701,7 +791,24 @@ class Outbox:
                 exc,
                 self._retry_store_s,
             )
+            if self._epoch_in_file:
+                self._start_epoch("a commit failed", batch)
         self._to_memory(batch, persisted_failed=True)
+
+    def _start_epoch(self, why: str, unsent: List[Row]) -> None:
+        """New numbering: sequence numbers given out but not committed under the old epoch would be
+        reused after a restart. Rows not yet sent get re-stamped into the new epoch."""
+        with self._lock:
+            old, self.epoch = self.epoch, new_epoch()
+            self._epoch_in_file = False
+            self._seqs.clear()
+            self._seq_persisted.clear()
+            self._handled_seq.clear()
+            for row in unsent + self._pending:
+                if row.stream and row.epoch and row.epoch != self.epoch:
+                    self._restamp_locked(row)
+            self._counters["epochs"] += 1
+        log.warning("outbox: %s; sequence numbers go on under a new epoch %s (was %s)", why, self.epoch, old)
 
     def _to_memory(self, batch: List[Row], persisted_failed: bool) -> None:
         cfg = self._cfg
@@ -721,22 +828,13 @@ class Outbox:
             if len(self._mem) >= cfg.memory_max_messages or self._mem_bytes + size > cfg.memory_max_bytes:
                 self._bump("dropped_new")
                 self._warn.warning("memfull", "outbox memory queue full: durable message dropped")
+                row.state = DROPPED
                 continue
             self._mem[row.id] = row
             self._mem_bytes += size
+            row.state = MEMORY
             if persisted_failed:
                 self._bump("not_persisted")
-
-    def _close_db(self) -> None:
-        db, self._db = self._db, None
-        if db is None:
-            return
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        try:
-            db.close()
-        except sqlite3.Error as exc:
-            log.warning("outbox %s: close failed: %s", self.path, exc)
 
     # -- dispatch ------------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -758,43 +856,37 @@ class Outbox:
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
             return
-        for row, in_memory in self._fetch(room):
+        for row, where in self._fetch(room):
             try:
                 info = send(row.topic, row.payload, row.qos, row.retain)
             except Exception as exc:  # a message the client can never send: do not block the rest
                 self._bump("rejected")
-                self._warn.error("send", "outbox: message on %s refused by the client: %s", row.topic, exc)
+                self._warn.error(
+                    "send", "outbox: durable message on %s refused and dropped: %s", row.topic, exc
+                )
                 self._cursor = max(self._cursor, row.id)
-                self._forget(row.id, len(row.payload), in_memory)
+                self._forget(row.id, len(row.payload), where)
                 continue
             if info is None:
                 return  # client queue full or not connected after all: retry next turn
             self._cursor = max(self._cursor, row.id)
-            self._inflight[info.mid] = _Inflight(row.id, info, len(row.payload), row.created, in_memory)
+            self._inflight[info.mid] = _Inflight(row.id, info, len(row.payload), row.created, where)
             self._inflight_ids.add(row.id)
 
-    def _fetch(self, limit: int) -> List[Tuple[Row, bool]]:
-        """Rows after the cursor in id order, from the store and the memory queue merged."""
-        out: List[Tuple[Row, bool]] = []
-        if self._db is not None:
+    def _fetch(self, limit: int) -> List[Tuple[Row, str]]:
+        """Rows after the cursor in id order, from the store and the memory queue merged; rows in
+        flight or acknowledged are skipped (the cursor goes back to 0 when a file is found again)."""
+        out: List[Tuple[Row, str]] = []
+        skip = self._inflight_ids
+        if self._store is not None and self._store.is_open:
             try:
-                cur = self._db.execute(
-                    "SELECT id, created, topic, qos, retain, payload FROM outbox"
-                    " WHERE id > ? ORDER BY id LIMIT ?",
-                    (self._cursor, limit),
-                )
-                for i, created, topic, qos, retain, payload in cur:
-                    if i in self._db_deletes:
-                        continue
-                    out.append(
-                        (
-                            Row(int(i), float(created), str(topic), int(qos), bool(retain), bytes(payload)),
-                            False,
-                        )
-                    )
+                extra = len(skip) + len(self._db_deletes) if self._cursor == 0 else 0
+                for row in self._store.fetch(self._cursor, limit + extra):
+                    if row.id not in self._db_deletes and row.id not in skip:
+                        out.append((row, "db"))
             except sqlite3.Error as exc:
                 self._warn.error("read", "outbox %s: cannot read: %s", self.path, exc)
         if self._mem:
-            mem = [(r, True) for i, r in self._mem.items() if i > self._cursor]
+            mem = [(r, "mem") for i, r in self._mem.items() if i > self._cursor and i not in skip]
             out = sorted(out + mem[:limit], key=lambda x: x[0].id)
         return out[:limit]

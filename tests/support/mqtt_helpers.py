@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -11,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from edgedet.devtools.watch import Watcher
 from edgedet.publish.config import MqttConfig
 from edgedet.publish.messages import ModelInfo, PresenceEvent
-from edgedet.publish.watch import Watcher
 from edgedet.types import Detection, DetectionResult
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -80,7 +81,9 @@ def subscriber(port: int, **kw: Any) -> Watcher:
 class PublisherProc:
     """tests/support/mqtt_publisher_proc.py in a subprocess, driven by line commands."""
 
-    def __init__(self, cfg: MqttConfig, state_dir: Path, device_id: str = "dev1") -> None:
+    def __init__(
+        self, cfg: MqttConfig, state_dir: Path, device_id: str = "dev1", env: Optional[Dict[str, str]] = None
+    ) -> None:
         cfg_path = state_dir.parent / f"{state_dir.name}-cfg.json"
         state_dir.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(cfg.model_dump_json())
@@ -99,6 +102,7 @@ class PublisherProc:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            env=None if env is None else {**os.environ, **env},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: List[str] = []

@@ -1,6 +1,7 @@
 """A real MqttPublisher in its own process, for tests that kill it (last will, SIGKILL + replay).
 
 Usage: python -m tests.support.mqtt_publisher_proc CFG.json STATE_DIR DEVICE_ID
+(EDGEDET_TEST_MAX_PAGES=N caps the outbox file at N pages of 4 KiB: a disk that fills up)
 Reads commands on stdin, answers one line starting with ">" each:
   events N [camera]     publish N durable presence events          -> "> last_seq"
   wait committed T      until nothing is waiting to be committed   -> "> ok" | "> timeout"
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from edgedet.publish.config import MqttConfig
 from edgedet.publish.mqtt import MqttPublisher
+from edgedet.publish.outbox import Outbox
 from tests.support.mqtt_helpers import event, wait_for
 
 
@@ -28,7 +31,10 @@ def main() -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
     )
     cfg = MqttConfig.model_validate_json(Path(sys.argv[1]).read_text())
-    pub = MqttPublisher(cfg, sys.argv[3], Path(sys.argv[2]), None)
+    state = Path(sys.argv[2])
+    pages = os.environ.get("EDGEDET_TEST_MAX_PAGES")
+    outbox = None if not pages else Outbox(cfg.outbox, state / "outbox.sqlite", max_page_count=int(pages))
+    pub = MqttPublisher(cfg, sys.argv[3], state, None, outbox=outbox)
     pub.start()
     print("> started", flush=True)
     n_sent = 0

@@ -2,8 +2,8 @@
 broker. Prints sustained messages/s, enqueue-to-PUBACK latency p50/p95, the outbox's cost to an
 inference loop, and peak RSS.
 
-    python -m edgedet.publish.bench                           # a temporary local mosquitto
-    python -m edgedet.publish.bench --host 127.0.0.1 --port 1883   # an existing broker
+    python -m edgedet.devtools.outbox_bench                           # a temporary local mosquitto
+    python -m edgedet.devtools.outbox_bench --host 127.0.0.1 --port 1883   # an existing broker
 """
 
 from __future__ import annotations

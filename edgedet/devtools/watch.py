@@ -1,10 +1,14 @@
 """`edgedet watch`: subscribe to what edgedet publishes, print one line per message, and with
 ``check`` report per stream the gaps, duplicates and out-of-order messages (the subscriber-side proof).
 
-A stream is one (device, camera, message type) — every stream has its own ``seq`` counter. Within an
-``epoch``: ``seq`` = last + 1 is in order; larger leaves a gap (seqs counted missing); a seq that fills
-a gap is out of order; any other seq at or below the highest seen is a duplicate (same ``id``) or a
-conflict (different ``id``: numbering reused, a bug). A new epoch restarts the stream's numbering.
+A stream is one (device, camera, message type) — every stream has its own ``seq`` counter, and every
+``epoch`` of it is tracked on its own (a device may replay messages of an older epoch after a newer
+one has started). Within an epoch: ``seq`` = last + 1 is in order; larger leaves a gap (seqs counted
+missing); a seq that fills a gap is out of order; any other seq at or below the highest seen is a
+duplicate (same ``id``) or a conflict (different ``id``: numbering reused, a bug).
+
+Everything a device sends is printed with control characters escaped: a device name or class name
+must not be able to drive the terminal (escape sequences).
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgedet.publish.config import TlsConfig
+from edgedet.publish.config import MessagesConfig, TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,27 @@ OK, FIRST, GAP, LATE, DUPLICATE, CONFLICT, RESET = (
 )
 
 
+# message class (config name) -> message type (the JSON "type" and the last part of a stream key)
+CLASS_TYPES = {"detections": "detections", "events": "event", "stats": "stats", "telemetry": "telemetry"}
+# C0 and C1 control characters and DEL
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as ``\\xNN`` (safe to print to a terminal)."""
+    return text.translate(_CONTROL)
+
+
+def durable_message_types(messages: Optional[MessagesConfig] = None) -> List[str]:
+    """Message types whose gaps are losses: the classes the device's config makes durable."""
+    cfg = messages if messages is not None else MessagesConfig()
+    return [t for name, t in CLASS_TYPES.items() if getattr(cfg, name).durable]
+
+
 @dataclass
 class StreamReport:
     key: str
+    epoch: str = ""  # "" in the per-stream totals of several epochs
     received: int = 0
     unique: int = 0
     duplicates: int = 0
@@ -62,12 +84,12 @@ class StreamReport:
 
 
 class SeqChecker:
-    """Feed decoded messages; thread-safe."""
+    """Feed decoded messages; thread-safe. Tracks every (stream, epoch) on its own."""
 
     def __init__(self) -> None:
-        self._streams: Dict[str, StreamReport] = {}
-        self._epochs: Dict[str, str] = {}
-        self._ids: Dict[str, collections.OrderedDict[int, str]] = {}
+        self._tracks: Dict[Tuple[str, str], StreamReport] = {}
+        self._epochs: Dict[str, List[str]] = {}  # stream -> its epochs, in order of first arrival
+        self._ids: Dict[Tuple[str, str], collections.OrderedDict[int, str]] = {}
         self._order: Dict[str, List[int]] = {}
         self._lock = threading.Lock()
 
@@ -84,31 +106,20 @@ class SeqChecker:
         if not isinstance(seq, int):
             return CONFLICT
         key = self.stream_of(msg)
+        track = (key, epoch)
         with self._lock:
-            st = self._streams.get(key)
-            verdict = OK
-            if st is None or self._epochs.get(key) != epoch:
-                resets = 0 if st is None else st.resets + 1
-                verdict = FIRST if st is None else RESET
-                st = StreamReport(key, resets=resets)
-                keep = self._streams.get(key)
-                if keep is not None:  # counts so far stay visible across an epoch change
-                    st.received, st.unique = keep.received, keep.unique
-                    st.duplicates, st.out_of_order, st.conflicts = (
-                        keep.duplicates,
-                        keep.out_of_order,
-                        keep.conflicts,
-                    )
-                    st.missing_untracked = keep.gaps
-                self._streams[key] = st
-                self._epochs[key] = epoch
-                self._ids[key] = collections.OrderedDict()
-                st.first_seq = st.last_seq = seq
-                self._accept(key, st, seq, mid)
+            st = self._tracks.get(track)
+            if st is None:
+                epochs = self._epochs.setdefault(key, [])
+                verdict = RESET if epochs else FIRST
+                epochs.append(epoch)
+                st = self._tracks[track] = StreamReport(key, epoch, first_seq=seq, last_seq=seq)
+                self._ids[track] = collections.OrderedDict()
+                self._accept(track, st, seq, mid)
                 return verdict
             st.received += 1
             last = st.last_seq if st.last_seq is not None else seq
-            ids = self._ids[key]
+            verdict = OK
             if seq == last + 1:
                 st.last_seq = seq
             elif seq > last + 1:
@@ -124,32 +135,61 @@ class SeqChecker:
                 st.out_of_order += 1
                 verdict = LATE
             else:
-                if ids.get(seq, mid) != mid:
+                if self._ids[track].get(seq, mid) != mid:
                     st.conflicts += 1
                     return CONFLICT
                 st.duplicates += 1
                 return DUPLICATE
             st.received -= 1
-            self._accept(key, st, seq, mid)
+            self._accept(track, st, seq, mid)
             return verdict
 
-    def _accept(self, key: str, st: StreamReport, seq: int, mid: str) -> None:
+    def _accept(self, track: Tuple[str, str], st: StreamReport, seq: int, mid: str) -> None:
         st.received += 1
         st.unique += 1
-        ids = self._ids[key]
+        ids = self._ids[track]
         ids[seq] = mid
         if len(ids) > _IDS_KEPT:
             ids.popitem(last=False)
-        self._order.setdefault(key, []).append(seq)
+        self._order.setdefault(track[0], []).append(seq)
+
+    def report_epochs(self) -> Dict[Tuple[str, str], StreamReport]:
+        """Every (stream, epoch) on its own."""
+        with self._lock:
+            return {k: _copy(v) for k, v in self._tracks.items()}
 
     def report(self) -> Dict[str, StreamReport]:
+        """Per stream: the totals over its epochs; seqs, first/last and ``missing`` of the latest one
+        (the gaps of older epochs count in ``missing_untracked``)."""
         with self._lock:
-            return dict(self._streams)
+            out: Dict[str, StreamReport] = {}
+            for key, epochs in self._epochs.items():
+                tracks = [self._tracks[(key, e)] for e in epochs]
+                latest = tracks[-1]
+                tot = StreamReport(key, latest.epoch if len(tracks) == 1 else "", resets=len(tracks) - 1)
+                for t in tracks:
+                    tot.received += t.received
+                    tot.unique += t.unique
+                    tot.duplicates += t.duplicates
+                    tot.out_of_order += t.out_of_order
+                    tot.conflicts += t.conflicts
+                    tot.missing_untracked += t.gaps if t is not latest else t.missing_untracked
+                tot.first_seq, tot.last_seq = latest.first_seq, latest.last_seq
+                tot.missing = set(latest.missing)
+                out[key] = tot
+            return out
 
     def unique_seqs(self, key: str) -> List[int]:
-        """Sequence numbers of the stream's unique messages in arrival order (for tests and tools)."""
+        """Sequence numbers of the stream's unique messages in arrival order, all epochs (for tests and
+        tools)."""
         with self._lock:
             return list(self._order.get(key, []))
+
+
+def _copy(st: StreamReport) -> StreamReport:
+    out = StreamReport(**{k: v for k, v in st.__dict__.items() if k != "missing"})
+    out.missing = set(st.missing)
+    return out
 
 
 @dataclass
@@ -179,22 +219,28 @@ class WatchReport:
     def conflicts(self) -> int:
         return sum(s.conflicts for s in self.streams.values())
 
-    def problems(self, durable_types: Sequence[str] = ("event",)) -> List[str]:
+    def problems(self, durable_types: Optional[Sequence[str]] = None) -> List[str]:
         """What a `--check` run should fail on: invalid or non-JSON messages, reused sequence numbers,
-        and gaps in durable streams (gaps in QoS 0 streams are drops, already counted by the device)."""
+        and gaps in durable streams (``durable_types``: message types, default those durable in the default
+        config; gaps in QoS 0 streams are drops, already counted by the device)."""
+        types = durable_message_types() if durable_types is None else list(durable_types)
         out = []
         if self.invalid or self.not_json:
             out.append(f"{self.invalid} invalid and {self.not_json} non-JSON message(s)")
         for key, s in sorted(self.streams.items()):
             if s.conflicts:
                 out.append(f"{key}: {s.conflicts} sequence number(s) reused with another id")
-            if s.gaps and key.rsplit("/", 1)[-1] in durable_types:
+            if s.gaps and key.rsplit("/", 1)[-1] in types:
                 out.append(f"{key}: {s.gaps} message(s) missing")
         return out
 
 
 def format_message(topic: str, msg: Any) -> str:
-    """One human line for a decoded message (dict) or a status text."""
+    """One human line for a decoded message (dict) or a status text; control characters escaped."""
+    return printable(_format(topic, msg))
+
+
+def _format(topic: str, msg: Any) -> str:
     now = time.strftime("%H:%M:%S")
     if not isinstance(msg, dict):
         return f"{now} {topic} {msg}"
@@ -334,7 +380,8 @@ class Watcher:
         if self.quiet:
             return
         try:
-            self.out.write(line + "\n")
+            # lines of our own (the report) may span several; each part is escaped
+            self.out.write("\n".join(printable(part) for part in line.split("\n")) + "\n")
             self.out.flush()
         except (OSError, ValueError):
             pass
