@@ -165,6 +165,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._nd_infos: Deque[Any] = collections.deque()
         self._max_packet: Optional[int] = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK)
+        self._last = threading.local()  # per calling thread: the outbox outcome of its last durable message
         self._counts = dict.fromkeys(
             ("sent", "dropped", "oversize", "errors", "connects", "connect_failures"), 0
         )
@@ -510,10 +511,13 @@ class MqttPublisher:
                 if durable:
                     row = self.outbox.enqueue(topic, payload, cls.qos, cls.retain, stream, seq, epoch)
                     if row is None:
+                        self._last.outcome = "refused"
                         return False
             if row is not None:
                 # outside the lock: callers on other threads share the group commit's fsync
-                return self.outbox.wait(row) in ACCEPTED
+                outcome = self.outbox.wait(row)
+                self._last.outcome = outcome
+                return outcome in ACCEPTED
             return self._send_now(topic, payload, cls.qos, cls.retain)
         except Exception as exc:
             self._count("errors")
@@ -595,6 +599,12 @@ class MqttPublisher:
             None,
             lambda env: m.build_telemetry(env, payload, source),
         )
+
+    def last_durable_outcome(self) -> Optional[str]:
+        """What the outbox did with this thread's last durable message: "committed", "memory" (the
+        store is failing: not persisted), "dropped", "refused", "timeout" or "queued" (for tools that
+        must tell a committed message from one held in memory only, such as the crash torture)."""
+        return getattr(self._last, "outcome", None)
 
     # -- status --------------------------------------------------------------------------------
     def _queued(self) -> int:

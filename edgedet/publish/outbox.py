@@ -175,7 +175,10 @@ class Outbox:
         self._pending_bytes = 0
         self._acks: Deque[Tuple[int, bool, float]] = collections.deque()
         self._seqs: Dict[str, int] = {}
-        self._durable_streams: Set[str] = set()
+        # non-durable streams numbered by this process: only these need blocks reserved ahead (a stream
+        # loaded from the file and not used yet is at its persisted value; treating it as non-durable
+        # would persist a jump of SEQ_RESERVE into a durable stream: a gap after the next crash)
+        self._reserved_streams: Set[str] = set()
         self._seq_persisted: Dict[str, int] = {}
         self._next_id = 1
         # writer-thread state
@@ -309,8 +312,8 @@ class Outbox:
             seq = self._seqs.get(stream, 0) + 1
             self._seqs[stream] = seq
             epoch = self.epoch
-            if durable:
-                self._durable_streams.add(stream)
+            if not durable:
+                self._reserved_streams.add(stream)
             reserve = not durable and seq > self._seq_persisted.get(stream, 0) - SEQ_RESERVE // 2
         if reserve:
             self._wake.set()  # the writer reserves the next block
@@ -595,13 +598,13 @@ class Outbox:
         with self._lock:
             current = dict(self._seqs)
             closing = self._stopping
-            durable = set(self._durable_streams)
+            reserved = set(self._reserved_streams)
         for stream, value in current.items():
             persisted = self._seq_persisted.get(stream, 0)
             if closing and not new_epoch:
                 if value != persisted:
                     out[stream] = value
-            elif stream not in durable and (new_epoch or value > persisted - SEQ_RESERVE // 2):
+            elif stream in reserved and (new_epoch or value > persisted - SEQ_RESERVE // 2):
                 out[stream] = value + SEQ_RESERVE
         if new_epoch or closing:
             return list(out.items())
@@ -793,6 +796,11 @@ class Outbox:
             )
             if self._epoch_in_file:
                 self._start_epoch("a commit failed", batch)
+            if self._store is not None and self._store.is_open:
+                try:
+                    self._store.checkpoint()
+                except sqlite3.Error as err:
+                    log.debug("outbox checkpoint after a failed commit: %s", err)
         self._to_memory(batch, persisted_failed=True)
 
     def _start_epoch(self, why: str, unsent: List[Row]) -> None:

@@ -170,6 +170,11 @@ class OutboxStore:
             for i, created, topic, qos, retain, payload in cur
         ]
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it: on a full disk the WAL (which only shrinks at a
+        checkpoint, every 1,000 pages) holds the space that the next commits need."""
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     # -- closing -------------------------------------------------------------------------------
     def close(self) -> None:
         db, self._db = self._db, None
