@@ -2,6 +2,10 @@
 broker. Prints sustained messages/s, enqueue-to-PUBACK latency p50/p95, the outbox's cost to an
 inference loop, and peak RSS.
 
+put() returns only after the group commit that holds its message, so one calling thread gets at most
+one message per fsync; ``--producers`` threads (cameras, say) share each fsync. The figures are for
+that many concurrent callers.
+
     python -m edgedet.devtools.outbox_bench                           # a temporary local mosquitto
     python -m edgedet.devtools.outbox_bench --host 127.0.0.1 --port 1883   # an existing broker
 """
@@ -11,16 +15,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import resource
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
+from edgedet.devtools.broker import Broker
 from edgedet.publish.config import MqttConfig
 from edgedet.publish.messages import PresenceEvent, percentiles
 from edgedet.publish.mqtt import MqttPublisher
@@ -49,6 +52,8 @@ class OutboxBenchResult:
     peak_rss_mb: float
     dropped: int
     synchronous: str
+    producers: int
+    commits: int  # group commits (fsyncs) during the sustained run
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -64,9 +69,9 @@ def _peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / (1024.0 * 1024.0)
 
 
-def _event(i: int, pad: str) -> PresenceEvent:
+def _event(i: int, pad: str, camera: int = 0) -> PresenceEvent:
     t = time.time()
-    return PresenceEvent("bench", "appeared", 0, "person" + pad, t, i, 1, 0.9, t, t)
+    return PresenceEvent(f"bench{camera}", "appeared", 0, "person" + pad, t, i, 1, 0.9, t, t)
 
 
 def _publisher(host: str, port: int, state: Path, synchronous: str, durable: bool = True) -> MqttPublisher:
@@ -102,32 +107,47 @@ def _wait_acked(pub: MqttPublisher, timeout: float) -> bool:
     return False
 
 
-def _burst(pub: MqttPublisher, n: int, pad: str) -> Tuple[float, float]:
-    """n durable messages as fast as the outbox takes them; returns (seconds to last ack, mean put us)."""
-    put_s = 0.0
+def _threads(producers: int, work: Callable[[int], None]) -> None:
+    threads = [threading.Thread(target=work, args=(k,), name=f"bench-producer-{k}") for k in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _burst(pub: MqttPublisher, n: int, pad: str, producers: int) -> Tuple[float, float]:
+    """n durable messages as fast as ``producers`` threads get them accepted; returns (seconds to the
+    last ack, mean put() time in us, which includes waiting for the group commit)."""
+    put_s = [0.0] * producers
+
+    def work(k: int) -> None:
+        for i in range(k, n, producers):
+            a = time.perf_counter()
+            pub.publish_event(_event(i, pad, k))
+            put_s[k] += time.perf_counter() - a
+
     t0 = time.perf_counter()
-    for i in range(n):
-        # the bench (not the library) waits when far ahead, so nothing is dropped for backlog
-        while i % 256 == 0 and pub.outbox.stats().pending > 4000:
-            time.sleep(0.001)
-        a = time.perf_counter()
-        pub.publish_event(_event(i, pad))
-        put_s += time.perf_counter() - a
+    _threads(producers, work)
     if not _wait_acked(pub, 120):
         raise RuntimeError("durable messages were not all acknowledged within 120 s")
-    return time.perf_counter() - t0, put_s / max(n, 1) * 1e6
+    return time.perf_counter() - t0, sum(put_s) / max(n, 1) * 1e6
 
 
-def _paced(pub: MqttPublisher, rate: float, seconds: float, pad: str) -> Tuple[List[float], float]:
+def _paced(
+    pub: MqttPublisher, rate: float, seconds: float, pad: str, producers: int
+) -> Tuple[List[float], float]:
     pub.outbox.latencies_ms.clear()
     n = int(rate * seconds)
     t0 = time.perf_counter()
-    for i in range(n):
-        due = t0 + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        pub.publish_event(_event(i, pad))
+
+    def work(k: int) -> None:
+        for i in range(k, n, producers):  # message i is due at i / rate, whoever sends it
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pub.publish_event(_event(i, pad, k))
+
+    _threads(producers, work)
     _wait_acked(pub, 60)
     elapsed = time.perf_counter() - t0
     return list(pub.outbox.latencies_ms), n / elapsed
@@ -212,6 +232,7 @@ def run_outbox_bench(
     pipeline_seconds: float = 6.0,
     state_dir: Optional[Path] = None,
     synchronous: str = "full",
+    producers: int = 4,
     out: Optional[TextIO] = None,
 ) -> OutboxBenchResult:
     """Needs a broker at host:port. ``pipeline_seconds`` 0 skips the inference-loop overhead part."""
@@ -222,9 +243,11 @@ def run_outbox_bench(
             state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgedet-bench-")))
         pub = _publisher(host, port, state_dir / "a", synchronous)
         try:
-            _burst(pub, min(500, n), pad)  # warm-up: file creation, first pages
-            seconds, put_us = _burst(pub, n, pad)
-            lat, achieved = _paced(pub, rate, paced_seconds, pad)
+            _burst(pub, min(500, n), pad, producers)  # warm-up: file creation, first pages
+            commits0 = pub.outbox.stats().commits
+            seconds, put_us = _burst(pub, n, pad, producers)
+            commits = pub.outbox.stats().commits - commits0
+            lat, achieved = _paced(pub, rate, paced_seconds, pad, producers)
             dropped = pub.status().outbox_dropped
         finally:
             pub.stop(5.0)
@@ -253,6 +276,8 @@ def run_outbox_bench(
         peak_rss_mb=round(_peak_rss_mb(), 1),
         dropped=dropped,
         synchronous=synchronous,
+        producers=producers,
+        commits=commits,
     )
     _print(res, stream)
     return res
@@ -274,7 +299,11 @@ def _print(r: OutboxBenchResult, out: TextIO) -> None:
         f"{r.latency_p50_ms} ms, p95 {r.latency_p95_ms} ms, max {r.latency_max_ms} ms "
         f"[target p95 <= {TARGET_P95_MS:.0f} ms: {mark((r.latency_p95_ms or 1e9) <= TARGET_P95_MS)}]\n"
     )
-    out.write(f"  caller cost per durable message: {r.enqueue_us_mean:.1f} us (returns before any I/O)\n")
+    out.write(
+        f"  {r.producers} producer thread(s); {r.commits} group commits for {r.messages} messages "
+        f"({r.messages / max(r.commits, 1):.1f} per fsync); put() {r.enqueue_us_mean:.1f} us per message on "
+        "the calling thread (returns after its commit)\n"
+    )
     if r.outbox_overhead is not None:
         out.write(
             "  inference loop (YOLOX-Nano, 1 frame = detections + 1 durable event): "
@@ -289,33 +318,12 @@ def _print(r: OutboxBenchResult, out: TextIO) -> None:
 @contextlib.contextmanager
 def temporary_broker() -> Iterator[int]:
     """A throw-away mosquitto on a free loopback port (for `--start-broker`)."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
-        raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     with tempfile.TemporaryDirectory(prefix="edgedet-bench-broker-") as d:
-        conf = Path(d) / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest none\n"
-            f"max_inflight_messages {BROKER_INFLIGHT}\n"
-        )
-        proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        broker = Broker(Path(d), max_inflight=BROKER_INFLIGHT).start()
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("mosquitto did not start") from None
-                    time.sleep(0.05)
-            yield port
+            yield broker.port
         finally:
-            proc.terminate()
-            proc.wait(10)
+            broker.stop()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -332,6 +340,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     ap.add_argument("--pipeline-seconds", type=float, default=6.0, help="0 skips the inference-loop part")
     ap.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    ap.add_argument("--producers", type=int, default=4, help="threads calling put() at once")
     args = ap.parse_args(argv)
     kw: Dict[str, Any] = {
         "n": args.n,
@@ -339,6 +348,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "paced_seconds": args.seconds,
         "pipeline_seconds": args.pipeline_seconds,
         "synchronous": args.synchronous,
+        "producers": args.producers,
     }
     if args.start_broker or args.port is None:
         with temporary_broker() as port:

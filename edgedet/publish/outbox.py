@@ -550,6 +550,9 @@ class Outbox:
             if row.stream and row.seq > self._handled_seq.get(row.stream, 0) and row.epoch == self.epoch:
                 self._handled_seq[row.stream] = row.seq
         self._publish_snapshot(committed=True)
+        if batch:
+            with self._idle:  # the callers of this batch go on now, not after the dispatch
+                self._idle.notify_all()
         self._dispatch()
         self._publish_snapshot()
 
