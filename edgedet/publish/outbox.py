@@ -18,12 +18,10 @@ messages not yet committed are re-stamped into it before anything sends them.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import sqlite3
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Counter, Deque, Dict, List, Optional, Set, Tuple
@@ -31,7 +29,7 @@ from typing import Any, Callable, Counter, Deque, Dict, List, Optional, Set, Tup
 from typing_extensions import Protocol
 
 from edgedet.publish.config import OutboxConfig
-from edgedet.publish.messages import encode
+from edgedet.publish.outbox_seqs import Numbering
 from edgedet.publish.outbox_store import (
     COMMITTED,
     DROPPED,
@@ -48,8 +46,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Outbox", "OutboxStats", "Row", "SendFn", "SendInfo", "is_published"]
 
-# non-durable streams reserve sequence numbers in blocks so a crash never reuses one
-SEQ_RESERVE = 1000
 # how long after a reconnect new rows wait for paho to re-send the unacknowledged ones (keeps order)
 RESYNC_TIMEOUT_S = 10.0
 # acknowledged rows are deleted with the next insert, or after this long at the latest
@@ -78,17 +74,6 @@ def is_published(info: Any) -> bool:
         return bool(info.is_published())
     except (ValueError, RuntimeError):
         return True
-
-
-def new_epoch() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def _restamp(payload: bytes, epoch: str, seq: int) -> bytes:
-    """The same message under a new epoch/seq (it was never sent under the old ones)."""
-    msg = json.loads(payload)
-    msg["epoch"], msg["seq"] = epoch, seq
-    return encode(msg)
 
 
 @dataclass
@@ -166,23 +151,15 @@ class Outbox:
         self.path = path
         self._store = None if path is None else OutboxStore(path, cfg.synchronous, max_page_count)
         self._retry_store_s = retry_store_s
-        self.epoch = new_epoch()
-        self._epoch_in_file = False  # once it is, a failed commit must start a new epoch
+        self.numbering = Numbering()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Condition()  # notified after every writer turn (put() waits on it)
         self._pending: List[Row] = []
         self._pending_bytes = 0
         self._acks: Deque[Tuple[int, bool, float]] = collections.deque()
-        self._seqs: Dict[str, int] = {}
-        # non-durable streams numbered by this process: only these need blocks reserved ahead (a stream
-        # loaded from the file and not used yet is at its persisted value; treating it as non-durable
-        # would persist a jump of SEQ_RESERVE into a durable stream: a gap after the next crash)
-        self._reserved_streams: Set[str] = set()
-        self._seq_persisted: Dict[str, int] = {}
         self._next_id = 1
         # writer-thread state
-        self._handled_seq: Dict[str, int] = {}  # highest seq the writer stored (file or memory) this epoch
         self._file_top = 0  # highest row id in a file found again while rows waited in memory
         self._mem: collections.OrderedDict[int, Row] = collections.OrderedDict()
         self._mem_bytes = 0
@@ -218,6 +195,10 @@ class Outbox:
         self._counters = dict.fromkeys(_COUNTERS, 0)
 
     @property
+    def epoch(self) -> str:
+        return self.numbering.epoch
+
+    @property
     def _store_ok(self) -> bool:
         return self._store is not None and self._store.is_open
 
@@ -249,21 +230,8 @@ class Outbox:
 
     def _load(self, loaded: Loaded, first: bool) -> None:
         """Take over the file's epoch and numbering at start; on a re-open keep this process's own."""
+        self.numbering.load(loaded, first)
         with self._lock:
-            if first and loaded.epoch is not None:
-                self.epoch = loaded.epoch
-                self._epoch_in_file = True
-                self._seqs.update(loaded.seqs)
-                self._seq_persisted = dict(loaded.seqs)
-            elif loaded.epoch is not None and loaded.epoch == self.epoch:
-                self._epoch_in_file = True
-                for k, v in loaded.seqs.items():
-                    self._seqs[k] = max(self._seqs.get(k, 0), v)
-                self._seq_persisted = dict(loaded.seqs)
-            else:
-                # a new file, or another numbering: the next commit writes ours (set_epoch)
-                self._epoch_in_file = False
-                self._seq_persisted = {}
             self._next_id = max(self._next_id, loaded.top + 1)
         if not first:
             self._file_top = loaded.top
@@ -308,13 +276,7 @@ class Outbox:
     # -- caller side (any thread) --------------------------------------------------------------
     def next_seq(self, stream: str, durable: bool = False) -> Tuple[int, str]:
         """The next (seq, epoch) of ``stream``: both at once, the epoch may change at any time."""
-        with self._lock:
-            seq = self._seqs.get(stream, 0) + 1
-            self._seqs[stream] = seq
-            epoch = self.epoch
-            if not durable:
-                self._reserved_streams.add(stream)
-            reserve = not durable and seq > self._seq_persisted.get(stream, 0) - SEQ_RESERVE // 2
+        seq, epoch, reserve = self.numbering.next(stream, durable)
         if reserve:
             self._wake.set()  # the writer reserves the next block
         return seq, epoch
@@ -355,8 +317,7 @@ class Outbox:
                     "backlog", "outbox writer is behind: dropping the oldest uncommitted message"
                 )
             row = Row(self._next_id, time.time(), topic, qos, bool(retain), payload, stream, seq, epoch)
-            if stream and epoch and epoch != self.epoch:
-                self._restamp_locked(row)
+            self.numbering.restamp(row)  # numbered before an epoch change: next number of the new one
             self._next_id += 1
             self._pending.append(row)
             self._pending_bytes += len(row.payload)
@@ -401,12 +362,6 @@ class Outbox:
         in memory, counted as not_persisted); False when refused or not committed in time."""
         row = self.enqueue(topic, payload, qos, retain, stream, seq, epoch)
         return row is not None and self.wait(row) in ACCEPTED
-
-    def _restamp_locked(self, row: Row) -> None:
-        seq = self._seqs.get(row.stream, 0) + 1
-        self._seqs[row.stream] = seq
-        row.payload = _restamp(row.payload, self.epoch, seq)
-        row.seq, row.epoch = seq, self.epoch
 
     def _would_overflow_locked(self, size: int) -> bool:
         count = self._snap_depth + self._committing + len(self._pending)
@@ -481,7 +436,7 @@ class Outbox:
             inflight = self._snap_inflight
             mem = self._snap_mem
             store_ok = self._snap_store_ok
-            epoch = self.epoch
+        epoch = self.epoch
         mode = "memory" if not store_ok else ("degraded" if mem else "sqlite")
         return OutboxStats(
             mode=mode,
@@ -546,9 +501,7 @@ class Outbox:
             self._pending_bytes = 0
         self._take_acks()
         self._commit(batch)
-        for row in batch:
-            if row.stream and row.seq > self._handled_seq.get(row.stream, 0) and row.epoch == self.epoch:
-                self._handled_seq[row.stream] = row.seq
+        self.numbering.handled(batch)
         self._publish_snapshot(committed=True)
         if batch:
             with self._idle:  # the callers of this batch go on now, not after the dispatch
@@ -591,28 +544,6 @@ class Outbox:
         elif where == "db":
             self._db_deletes[row_id] = size
 
-    def _seq_rows(self, rows: List[Row], new_epoch: bool) -> List[Tuple[str, int]]:
-        """Sequence numbers to persist: exact for durable streams, reserved blocks for the rest; with
-        a new epoch every stream the writer has seen in it."""
-        out: Dict[str, int] = dict(self._handled_seq) if new_epoch else {}
-        for row in rows:
-            if row.stream and row.epoch in ("", self.epoch) and row.seq > out.get(row.stream, 0):
-                out[row.stream] = row.seq
-        with self._lock:
-            current = dict(self._seqs)
-            closing = self._stopping
-            reserved = set(self._reserved_streams)
-        for stream, value in current.items():
-            persisted = self._seq_persisted.get(stream, 0)
-            if closing and not new_epoch:
-                if value != persisted:
-                    out[stream] = value
-            elif stream in reserved and (new_epoch or value > persisted - SEQ_RESERVE // 2):
-                out[stream] = value + SEQ_RESERVE
-        if new_epoch or closing:
-            return list(out.items())
-        return [(s, v) for s, v in out.items() if v > self._seq_persisted.get(s, 0)]
-
     def _commit(self, batch: List[Row], retried: bool = False) -> None:
         now = time.time()
         store = self._store
@@ -633,8 +564,9 @@ class Outbox:
             self._renumber(migrate, batch)
         self._file_top = 0
         rows = migrate + batch
-        new_epoch = not self._epoch_in_file
-        seqs = self._seq_rows(rows, new_epoch)
+        with self._lock:
+            closing = self._stopping
+        new_epoch, seqs = self.numbering.to_persist(rows, closing)
         deletes = dict(self._db_deletes)
         # acknowledged rows alone do not need their own fsync at once: they ride on the next insert
         # commit or go within DELETE_DELAY_S (a crash before that re-sends them: duplicates that
@@ -657,11 +589,7 @@ class Outbox:
         self._last_commit = now
         deltas["commits"] += 1
         self._deltas.update(deltas)
-        self._epoch_in_file = True
-        if new_epoch:
-            self._seq_persisted = {}
-        for s, v in seqs:
-            self._seq_persisted[s] = v
+        self.numbering.committed(new_epoch, seqs)
         for i in deletes:
             self._db_deletes.pop(i, None)
         self._db_count += len(rows) - len(deletes) - len(dropped)
@@ -797,7 +725,7 @@ class Outbox:
                 exc,
                 self._retry_store_s,
             )
-            if self._epoch_in_file:
+            if self.numbering.in_file:
                 self._start_epoch("a commit failed", batch)
             if self._store is not None and self._store.is_open:
                 try:
@@ -809,15 +737,8 @@ class Outbox:
     def _start_epoch(self, why: str, unsent: List[Row]) -> None:
         """New numbering: sequence numbers given out but not committed under the old epoch would be
         reused after a restart. Rows not yet sent get re-stamped into the new epoch."""
-        with self._lock:
-            old, self.epoch = self.epoch, new_epoch()
-            self._epoch_in_file = False
-            self._seqs.clear()
-            self._seq_persisted.clear()
-            self._handled_seq.clear()
-            for row in unsent + self._pending:
-                if row.stream and row.epoch and row.epoch != self.epoch:
-                    self._restamp_locked(row)
+        with self._lock:  # no enqueue in between: pending rows keep their order
+            old = self.numbering.start_epoch(unsent + self._pending)
             self._counters["epochs"] += 1
         log.warning("outbox: %s; sequence numbers go on under a new epoch %s (was %s)", why, self.epoch, old)
 

@@ -48,7 +48,7 @@ def main() -> int:
             for _ in range(int(parts[1])):
                 n_sent += 1
                 pub.publish_event(event(camera, n_sent))
-            print(f"> {pub.outbox._seqs.get('events/' + camera, 0)}", flush=True)
+            print(f"> {pub.outbox.numbering.last('events/' + camera)}", flush=True)
         elif cmd == "wait":
             what, t = parts[1], float(parts[2])
             preds = {
