@@ -371,3 +371,21 @@ def test_durable_stream_not_used_yet_after_a_restart_never_jumps(mosquitto: Any,
     finally:
         for r in runs:
             r.close()
+
+
+def test_durable_message_nobody_subscribed_to_is_counted_and_logged(
+    mosquitto: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the broker acknowledges it ("No matching subscribers", 0x10) and discards it: a loss the device
+    # can see (a restarted mosquitto forgets shared subscriptions until their members subscribe again)
+    pub = MqttPublisher(publisher_cfg(mosquitto.port), "dev1", tmp_path / "state")
+    pub.start()
+    try:
+        wait_for(lambda: pub.connected, 10, "connected")
+        with caplog.at_level(logging.WARNING, logger="edgedet.publish.outbox"):
+            assert pub.publish_event(event("cam1", 1))
+            wait_for(lambda: pub.status().outbox_depth == 0, 10, "the PUBACK")
+        assert pub.status().outbox_no_subscribers == 1
+        assert "No matching subscribers" in caplog.text
+    finally:
+        pub.stop(2.0)

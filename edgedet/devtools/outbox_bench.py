@@ -232,7 +232,7 @@ def run_outbox_bench(
     pipeline_seconds: float = 6.0,
     state_dir: Optional[Path] = None,
     synchronous: str = "full",
-    producers: int = 4,
+    producers: int = 8,
     out: Optional[TextIO] = None,
 ) -> OutboxBenchResult:
     """Needs a broker at host:port. ``pipeline_seconds`` 0 skips the inference-loop overhead part."""
@@ -340,7 +340,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     ap.add_argument("--pipeline-seconds", type=float, default=6.0, help="0 skips the inference-loop part")
     ap.add_argument("--synchronous", choices=["full", "normal"], default="full")
-    ap.add_argument("--producers", type=int, default=4, help="threads calling put() at once")
+    ap.add_argument("--producers", type=int, default=8, help="threads calling put() at once")
     args = ap.parse_args(argv)
     kw: Dict[str, Any] = {
         "n": args.n,

@@ -42,6 +42,8 @@ __all__ = ["ModelInfo", "MqttPublisher", "PublisherStatus", "resolve_password"]
 _ERR_SUCCESS = 0
 _ERR_NO_CONN = 4
 _ERR_QUEUE_SIZE = 15
+# MQTT 5 PUBACK reason: accepted, but nobody subscribed (the broker discards the message)
+_RC_NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 def resolve_password(cfg: MqttConfig, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
@@ -82,6 +84,7 @@ class PublisherStatus:
     outbox_not_persisted: int
     outbox_rejected: int  # durable messages the broker or the client refused (not retried)
     outbox_memory: int  # durable messages held only in memory (store failing): lost if the process stops
+    outbox_no_subscribers: int  # durable messages the broker acknowledged with "No matching subscribers"
     outbox_mode: str  # sqlite, degraded (some messages in memory only) or memory (store unusable)
     outbox: Optional[OutboxStats] = None
 
@@ -421,9 +424,10 @@ class MqttPublisher:
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         try:
             failed = bool(getattr(reason_code, "is_failure", False))
+            nobody = getattr(reason_code, "value", 0) == _RC_NO_MATCHING_SUBSCRIBERS
             with self._lock:
                 self._counts["sent"] += 0 if failed else 1
-            self.outbox.on_ack(mid, failed)
+            self.outbox.on_ack(mid, failed, nobody)
         except Exception as exc:
             log.error("MQTT on_publish failed: %s", exc, exc_info=True)
 
@@ -641,6 +645,7 @@ class MqttPublisher:
             outbox_not_persisted=ob.not_persisted,
             outbox_rejected=ob.rejected,
             outbox_memory=ob.memory,
+            outbox_no_subscribers=ob.no_subscribers,
             outbox_mode=ob.mode,
             outbox=ob,
         )

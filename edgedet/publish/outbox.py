@@ -52,6 +52,8 @@ RESYNC_TIMEOUT_S = 10.0
 DELETE_DELAY_S = 0.25
 # put() outcomes besides the Row states: no writer thread to wait for, or the wait ran out
 QUEUED, TIMEOUT = "queued", "timeout"
+# what a PUBACK/PUBCOMP said
+ACK_OK, ACK_FAILED, ACK_NO_SUBSCRIBERS = "ok", "failed", "no_subscribers"
 ACCEPTED = (COMMITTED, MEMORY, QUEUED)
 
 
@@ -108,6 +110,7 @@ class OutboxStats:
     commit_timeouts: int  # put() gave up waiting for its commit (returned False)
     epochs: int  # new epochs started at run time (failed commit, corrupt file)
     commits: int  # group commits (one fsync each with synchronous=full)
+    no_subscribers: int  # acknowledged with "No matching subscribers" (0x10): the broker discarded them
 
     @property
     def dropped(self) -> int:
@@ -131,6 +134,7 @@ _COUNTERS = (
     "commit_timeouts",
     "epochs",
     "commits",
+    "no_subscribers",
 )
 
 
@@ -157,7 +161,7 @@ class Outbox:
         self._idle = threading.Condition()  # notified after every writer turn (put() waits on it)
         self._pending: List[Row] = []
         self._pending_bytes = 0
-        self._acks: Deque[Tuple[int, bool, float]] = collections.deque()
+        self._acks: Deque[Tuple[int, str, float]] = collections.deque()  # mid, ACK_*, when
         self._next_id = 1
         # writer-thread state
         self._file_top = 0  # highest row id in a file found again while rows waited in memory
@@ -168,7 +172,7 @@ class Outbox:
         self._db_deletes: Dict[int, int] = {}  # acknowledged row id -> payload size, delete pending
         self._inflight: Dict[int, _Inflight] = {}  # mid -> entry
         self._inflight_ids: Set[int] = set()
-        self._recheck: List[Tuple[int, bool, float]] = []
+        self._recheck: List[Tuple[int, str, float]] = []
         self._cursor = 0  # highest row id handed to the client in this process
         self._connected = False
         self._max_inflight = cfg.max_inflight
@@ -371,12 +375,15 @@ class Outbox:
     def _limits(self) -> str:
         return f"max_messages={self._cfg.max_messages}, max_bytes={self._cfg.max_bytes}"
 
-    def on_ack(self, mid: int, failed: bool = False) -> None:
-        """From paho's network thread: must not block nor raise.
+    def on_ack(self, mid: int, failed: bool = False, no_subscribers: bool = False) -> None:
+        """From paho's network thread: must not block nor raise. ``failed``: the broker refused the
+        message (reason >= 0x80); ``no_subscribers``: it took it but had nobody to give it to (MQTT 5
+        reason 0x10, "No matching subscribers": the broker discards it).
 
         Acks are not urgent (their deletes are batched): the writer is woken only when the in-flight
         window runs low, otherwise it collects them on its next turn."""
-        self._acks.append((mid, failed, time.time()))
+        outcome = ACK_FAILED if failed else (ACK_NO_SUBSCRIBERS if no_subscribers else ACK_OK)
+        self._acks.append((mid, outcome, time.time()))
         if len(self._acks) * 4 >= self._max_inflight:
             self._wake.set()
 
@@ -514,18 +521,18 @@ class Outbox:
         self._recheck = []
         while self._acks:
             acks.append(self._acks.popleft())
-        for mid, failed, when in acks:
+        for mid, outcome, when in acks:
             entry = self._inflight.get(mid)
             if entry is None:
                 continue  # a QoS 0 or non-durable message
             if not is_published(entry.info):
                 # paho marks the message published just after on_publish returns (or the mid
                 # belongs to a QoS 0 message that reused it): look again on the next turn
-                self._recheck.append((mid, failed, when))
+                self._recheck.append((mid, outcome, when))
                 continue
             del self._inflight[mid]
             self._inflight_ids.discard(entry.row_id)
-            if failed:
+            if outcome == ACK_FAILED:
                 self._bump("rejected")
                 self._warn.warning(
                     "rejected", "broker refused a durable message (PUBACK reason code >= 0x80); dropped"
@@ -533,6 +540,14 @@ class Outbox:
             else:
                 self._bump("acked")
                 self.latencies_ms.append((when - entry.created) * 1000.0)
+                if outcome == ACK_NO_SUBSCRIBERS:
+                    self._bump("no_subscribers")
+                    self._warn.warning(
+                        "no-subscribers",
+                        "broker had no subscriber for a durable message (PUBACK 'No matching subscribers'): "
+                        "it discarded it; are the consumers subscribed (a restarted mosquitto forgets "
+                        "shared subscriptions until their members subscribe again)?",
+                    )
             self._forget(entry.row_id, entry.size, entry.where)
 
     def _forget(self, row_id: int, size: int, where: str) -> None:
