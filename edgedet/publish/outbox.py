@@ -50,6 +50,8 @@ __all__ = ["Outbox", "OutboxStats", "Row", "SendFn", "SendInfo", "is_published"]
 RESYNC_TIMEOUT_S = 10.0
 # acknowledged rows are deleted with the next insert, or after this long at the latest
 DELETE_DELAY_S = 0.25
+# acknowledged rows deleted per commit while the store is degraded (a full disk)
+DELETE_CHUNK = 64
 # put() outcomes besides the Row states: no writer thread to wait for, or the wait ran out
 QUEUED, TIMEOUT = "queued", "timeout"
 # what a PUBACK/PUBCOMP said
@@ -193,6 +195,8 @@ class Outbox:
         self._snap_inflight = 0
         self._snap_mem = 0
         self._snap_store_ok = False
+        self._degraded = False  # a commit failed; cleared by the next commit of new rows that works
+        self._snap_degraded = False
         self._deltas: Counter[str] = collections.Counter()
         self._committing = 0  # rows taken by the writer, commit not finished
         self._committing_bytes = 0
@@ -235,6 +239,8 @@ class Outbox:
     def _load(self, loaded: Loaded, first: bool) -> None:
         """Take over the file's epoch and numbering at start; on a re-open keep this process's own."""
         self.numbering.load(loaded, first)
+        if self._store is not None:
+            self._store.make_reserve()
         with self._lock:
             self._next_id = max(self._next_id, loaded.top + 1)
         if not first:
@@ -443,8 +449,9 @@ class Outbox:
             inflight = self._snap_inflight
             mem = self._snap_mem
             store_ok = self._snap_store_ok
+            degraded = self._snap_degraded
         epoch = self.epoch
-        mode = "memory" if not store_ok else ("degraded" if mem else "sqlite")
+        mode = "memory" if not store_ok else ("degraded" if mem or degraded else "sqlite")
         return OutboxStats(
             mode=mode,
             path=None if self.path is None else str(self.path),
@@ -476,6 +483,7 @@ class Outbox:
             self._snap_inflight = len(self._inflight)
             self._snap_mem = len(self._mem)
             self._snap_store_ok = self._store_ok
+            self._snap_degraded = self._degraded
 
     # -- writer thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -569,6 +577,9 @@ class Outbox:
             return
         migrate: List[Row] = []
         if self._mem:
+            # degraded (a commit failed): acknowledged rows still leave the file, in commits of their
+            # own, since freeing that space is the way out of a full disk
+            self._delete_acked(store, now)
             if not self._store_retry_due():
                 # running from memory after a write error: keep new rows behind the older ones
                 self._to_memory(batch, persisted_failed=True)
@@ -602,6 +613,8 @@ class Outbox:
             self._store_failed(exc, batch, retried)
             return
         self._last_commit = now
+        if rows:
+            self._degraded = False
         deltas["commits"] += 1
         self._deltas.update(deltas)
         self.numbering.committed(new_epoch, seqs)
@@ -623,6 +636,46 @@ class Outbox:
                 "outbox %s is writable again: %d message(s) from memory stored", self.path, len(migrate)
             )
             self._store_retry_at = None
+            store.make_reserve()
+
+    def _delete_acked(self, store: OutboxStore, now: float) -> None:
+        """Delete acknowledged rows in small commits of their own (degraded mode): on a full disk a
+        large delete needs more WAL than there is room for; small ones with checkpoints between fit."""
+        pending = list(self._db_deletes.items())
+        if not pending or (now - self._last_commit < DELETE_DELAY_S and not self._stopping):
+            return
+        for start in range(0, len(pending), DELETE_CHUNK):
+            chunk = dict(pending[start : start + DELETE_CHUNK])
+            for attempt in (1, 2):
+                try:
+                    with store.transaction():
+                        store.delete(chunk)
+                    break
+                except sqlite3.Error as exc:
+                    if attempt == 2:
+                        self._warn.error(
+                            "delete", "outbox %s: cannot delete acknowledged rows: %s", self.path, exc
+                        )
+                        return
+                    self._make_room()
+            self._last_commit = now
+            for i in chunk:
+                self._db_deletes.pop(i, None)
+            self._db_count -= len(chunk)
+            self._db_bytes -= sum(chunk.values())
+
+    def _make_room(self, release_reserve: bool = True) -> None:
+        """On a full disk: checkpoint, so that the WAL (which only a checkpoint empties) stops holding
+        space; before deletes that cannot commit, give the reserve back first."""
+        store = self._store
+        if store is None or not store.is_open:
+            return
+        if release_reserve and store.release_reserve():
+            log.warning("outbox %s: disk space reserve given back so the store can recover", self.path)
+        try:
+            store.checkpoint()
+        except sqlite3.Error as exc:
+            log.debug("outbox checkpoint on a full disk: %s", exc)
 
     def _renumber(self, migrate: List[Row], batch: List[Row]) -> None:
         """The file found again holds ids this process also gave out while it ran from memory: give
@@ -712,6 +765,7 @@ class Outbox:
             self._store_retry_at = time.monotonic()  # move what waited in memory now
 
     def _store_failed(self, exc: sqlite3.Error, batch: List[Row], retried: bool = False) -> None:
+        self._degraded = True
         with self._lock:
             self._counters["store_errors"] += 1
         self._store_retry_at = time.monotonic() + self._retry_store_s
@@ -742,11 +796,7 @@ class Outbox:
             )
             if self.numbering.in_file:
                 self._start_epoch("a commit failed", batch)
-            if self._store is not None and self._store.is_open:
-                try:
-                    self._store.checkpoint()
-                except sqlite3.Error as err:
-                    log.debug("outbox checkpoint after a failed commit: %s", err)
+            self._make_room(release_reserve=False)  # the reserve is for the deletes, not more inserts
         self._to_memory(batch, persisted_failed=True)
 
     def _start_epoch(self, why: str, unsent: List[Row]) -> None:

@@ -25,6 +25,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS seqs(stream TEXT PRIMARY KEY, last INTEGER NOT NULL)",
 )
 
+# checkpoint the WAL into the file every this many pages (SQLite's default is 1,000 = 4 MiB): a WAL
+# holds space that only a checkpoint gives back, and on a nearly full disk a checkpoint must fit too
+WAL_CHECKPOINT_PAGES = 256
+# a file of this size beside the store, given back when the disk is full: room for the checkpoint
+# and the deletes that free the store again (a full disk otherwise keeps a full WAL for ever)
+RESERVE_BYTES = 3 * WAL_CHECKPOINT_PAGES * 4096 // 2
+
 # Row.state: what the writer did with a row (put() waits until it is no longer PENDING)
 PENDING, COMMITTED, MEMORY, DROPPED = "pending", "committed", "memory", "dropped"
 
@@ -88,6 +95,7 @@ class OutboxStore:
             if str(mode).lower() != "wal":
                 log.warning("outbox %s: journal_mode is %s, not WAL (no WAL support here?)", self.path, mode)
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             if self._max_page_count is not None:
                 db.execute(f"PRAGMA max_page_count={int(self._max_page_count)}")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -169,6 +177,35 @@ class OutboxStore:
             Row(int(i), float(created), str(topic), int(qos), bool(retain), bytes(payload), state=COMMITTED)
             for i, created, topic, qos, retain, payload in cur
         ]
+
+    @property
+    def _reserve(self) -> Path:
+        return Path(str(self.path) + "-reserve")
+
+    def make_reserve(self) -> None:
+        """Best effort: set RESERVE_BYTES of disk aside (no error if there is no room for it now)."""
+        if self._reserve.exists():
+            return
+        try:
+            st = os.statvfs(self.path.parent)
+            if st.f_bavail * st.f_frsize < RESERVE_BYTES * 5 // 4:
+                return  # never the reserve that fills the disk
+        except OSError:
+            return
+        try:
+            with open(self._reserve, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+
+    def release_reserve(self) -> bool:
+        """Give the reserve back to the file system; True if there was one."""
+        try:
+            self._reserve.unlink()
+        except OSError:
+            return False
+        return True
 
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it: on a full disk the WAL (which only shrinks at a
