@@ -29,6 +29,7 @@ from typing import Any, Callable, Counter, Deque, Dict, List, Optional, Set, Tup
 from typing_extensions import Protocol
 
 from edgedet.publish.config import OutboxConfig
+from edgedet.publish.outbox_memory import MemoryQueue
 from edgedet.publish.outbox_seqs import Numbering
 from edgedet.publish.outbox_store import (
     COMMITTED,
@@ -167,8 +168,7 @@ class Outbox:
         self._next_id = 1
         # writer-thread state
         self._file_top = 0  # highest row id in a file found again while rows waited in memory
-        self._mem: collections.OrderedDict[int, Row] = collections.OrderedDict()
-        self._mem_bytes = 0
+        self._mem = MemoryQueue(cfg.memory_max_messages, cfg.memory_max_bytes, cfg.when_full == "drop_new")
         self._db_count = 0
         self._db_bytes = 0
         self._db_deletes: Dict[int, int] = {}  # acknowledged row id -> payload size, delete pending
@@ -471,7 +471,7 @@ class Outbox:
 
     def _publish_snapshot(self, committed: bool = False) -> None:
         depth = self._db_count - len(self._db_deletes) + len(self._mem)
-        nbytes = self._db_bytes - sum(self._db_deletes.values()) + self._mem_bytes
+        nbytes = self._db_bytes - sum(self._db_deletes.values()) + self._mem.bytes
         with self._lock:
             for key, n in self._deltas.items():
                 self._counters[key] += n
@@ -561,9 +561,7 @@ class Outbox:
     def _forget(self, row_id: int, size: int, where: str) -> None:
         """An acknowledged (or refused) row: delete it from wherever it lives now."""
         if where == "mem":
-            row = self._mem.pop(row_id, None)
-            if row is not None:
-                self._mem_bytes -= len(row.payload)
+            self._mem.pop(row_id)
         elif where == "db":
             self._db_deletes[row_id] = size
 
@@ -584,7 +582,7 @@ class Outbox:
                 # running from memory after a write error: keep new rows behind the older ones
                 self._to_memory(batch, persisted_failed=True)
                 return
-            migrate = list(self._mem.values())
+            migrate = self._mem.rows()
         lowest = min((r.id for r in migrate + batch), default=self._file_top + 1)
         if self._file_top and lowest <= self._file_top:
             self._renumber(migrate, batch)
@@ -627,8 +625,7 @@ class Outbox:
         if migrate:
             moved = {r.id for r in migrate}
             for r in migrate:
-                self._mem.pop(r.id, None)
-                self._mem_bytes -= len(r.payload)
+                self._mem.pop(r.id)
             for entry in self._inflight.values():
                 if entry.row_id in moved:
                     entry.where = "db"  # its ack must now delete it from the file
@@ -691,7 +688,7 @@ class Outbox:
                 new += 1
                 row.id = new
             self._next_id = new + 1
-        self._mem = collections.OrderedDict((r.id, r) for r in migrate)
+        self._mem.reindex(migrate)
         for entry in self._inflight.values():
             entry.row_id = mapping.get(entry.row_id, entry.row_id)
         self._inflight_ids = {mapping.get(i, i) for i in self._inflight_ids}
@@ -808,29 +805,12 @@ class Outbox:
         log.warning("outbox: %s; sequence numbers go on under a new epoch %s (was %s)", why, self.epoch, old)
 
     def _to_memory(self, batch: List[Row], persisted_failed: bool) -> None:
-        cfg = self._cfg
         for row in batch:
-            size = len(row.payload)
-            while self._mem and (
-                len(self._mem) >= cfg.memory_max_messages or self._mem_bytes + size > cfg.memory_max_bytes
-            ):
-                if cfg.when_full == "drop_new":
-                    break
-                victim_id = next((i for i in self._mem if i not in self._inflight_ids), None)
-                if victim_id is None:
-                    break
-                victim = self._mem.pop(victim_id)
-                self._mem_bytes -= len(victim.payload)
-                self._bump("dropped_oldest")
-            if len(self._mem) >= cfg.memory_max_messages or self._mem_bytes + size > cfg.memory_max_bytes:
+            self._bump("dropped_oldest", self._mem.add(row, self._inflight_ids))
+            if row.state == DROPPED:
                 self._bump("dropped_new")
                 self._warn.warning("memfull", "outbox memory queue full: durable message dropped")
-                row.state = DROPPED
-                continue
-            self._mem[row.id] = row
-            self._mem_bytes += size
-            row.state = MEMORY
-            if persisted_failed:
+            elif persisted_failed:
                 self._bump("not_persisted")
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -884,6 +864,6 @@ class Outbox:
             except sqlite3.Error as exc:
                 self._warn.error("read", "outbox %s: cannot read: %s", self.path, exc)
         if self._mem:
-            mem = [(r, "mem") for i, r in self._mem.items() if i > self._cursor and i not in skip]
-            out = sorted(out + mem[:limit], key=lambda x: x[0].id)
+            mem = [(r, "mem") for r in self._mem.after(self._cursor, skip, limit)]
+            out = sorted(out + mem, key=lambda x: x[0].id)
         return out[:limit]
