@@ -33,8 +33,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from edgedet.config import load_config
+    from edgedet.service.preflight import check_references, errors
 
     config = load_config(args.file)
+    findings = check_references(config)  # the files, devices and OpenCV build the config points to
+    for finding in findings:
+        print(f"{args.file}: {finding}", file=sys.stderr)
+    if errors(findings):
+        return 1
     cams = ", ".join(f"{c.name} ({c.source.type})" for c in config.cameras)
     print(f"{args.file}: OK — model {config.model.path}, backend {config.backend.type}, cameras: {cams}")
     return 0

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from edgedet.app import (
     Pipeline,
@@ -30,6 +30,7 @@ from edgedet.errors import ConfigError, EdgedetError, SourceError
 from edgedet.publish.mqtt import MqttPublisher, resolve_password
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
+from edgedet.service.preflight import ERROR, Finding, check_references
 from edgedet.service.reload import plan_reload
 from edgedet.service.status import (
     DaemonStatus,
@@ -87,6 +88,7 @@ class Daemon:
         READY=1 is sent once the model is loaded and a warm-up inference succeeded (in build_pipeline)
         and file sources proved readable; cameras that are not up yet do not delay it.
         """
+        check_or_raise(self.config)
         self.publisher = self._start_publisher(self.config)
         try:
             self.pipeline = build_pipeline(self.config, self.publisher)
@@ -306,6 +308,7 @@ class Daemon:
             self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            check_or_raise(new)
         except ConfigError as exc:
             # last-known-good: the running config stays; the error goes to the log, STATUS and MQTT
             self.reload_error = "; ".join(exc.problems)
@@ -408,3 +411,18 @@ class Daemon:
         if self.telemetry is not None:
             self.telemetry.stop()
             self.telemetry = None
+
+
+def check_or_raise(config: Config) -> None:
+    """Log the warnings about what ``config`` points to; raise ConfigError (one line) for the errors."""
+    findings = check_references(config)
+    for finding in findings:
+        if finding.severity != ERROR:
+            log.warning("%s: %s", finding.where, finding.message)
+    fatal = [f for f in findings if f.severity == ERROR]
+    if fatal:
+        raise ConfigError(_one_line(fatal), problems=[f"{f.where}: {f.message}" for f in fatal])
+
+
+def _one_line(findings: Sequence[Finding]) -> str:
+    return "; ".join(f"{f.where}: {f.message}" for f in findings)

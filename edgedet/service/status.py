@@ -364,12 +364,16 @@ def _watchdog(pinger: Optional[WatchdogPinger]) -> WatchdogStatus:
 
 
 # -- reading ------------------------------------------------------------------------------------------
+def _retry(c: CameraStatus) -> str:
+    # no next retry while an attempt to open the camera is under way
+    return "retrying now" if c.next_retry_in_s is None else f"retry in {c.next_retry_in_s:.0f} s"
+
+
 def _camera_phrase(c: CameraStatus) -> str:
     if c.state == CAMERA_UP:
         return f"{c.name} {c.fps_processed or 0.0:.1f} fps"
     if c.state == CAMERA_DOWN:
-        retry = "" if c.next_retry_in_s is None else f", retry in {c.next_retry_in_s:.0f} s"
-        return f"{c.name} down ({c.down_reason}{retry})"
+        return f"{c.name} down ({c.down_reason}, {_retry(c)})"
     return f"{c.name} {c.state}"
 
 
@@ -407,8 +411,7 @@ def log_line(s: DaemonStatus) -> str:
             f"{c.frames_dropped} dropped"
         )
         if c.state == CAMERA_DOWN:
-            retry = "" if c.next_retry_in_s is None else f", retry in {c.next_retry_in_s:.0f} s"
-            text += f" ({c.down_reason}{retry})"
+            text += f" ({c.down_reason}, {_retry(c)})"
         parts.append(text + (f"; in view: {top}" if top else ""))
     line = " | ".join(parts) if parts else "no cameras"
     lat = s.latency.capture_to_publish
