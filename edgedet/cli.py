@@ -154,11 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=2, help="parallel inference workers in (c)")
     p.add_argument(
         "--what",
-        choices=["pipeline", "outbox", "telemetry", "preprocess", "all"],
+        choices=["pipeline", "cameras", "outbox", "telemetry", "preprocess", "all"],
         default="pipeline",
         help="which benchmark",
     )
     p.add_argument("--json", action="store_true", help="print figures as JSON")
+    p.add_argument("--cameras", default="1,2,4,8", help="--what cameras: camera counts to run")
+    p.add_argument("--seconds", type=float, default=20.0, help="--what cameras: measured seconds per count")
+    p.add_argument("--pace", choices=["fast", "realtime"], default="fast", help="--what cameras: file pacing")
 
     p = add("build-engine", cmd_build_engine, "build (or rebuild) the TensorRT engine for a config or model")
     p.add_argument("--config", "-c", type=Path, default=None)
