@@ -306,6 +306,9 @@ class Daemon:
             return False
         if self.notifier is not None:
             self.notifier.reloading()
+        self._phase = "reloading"
+        if self.pipeline is not None:
+            self.refresh_status()  # readers in other threads (HTTP) see the reload while it runs
         try:
             new = load_config(self.config_path)
             check_or_raise(new)
@@ -313,12 +316,12 @@ class Daemon:
             # last-known-good: the running config stays; the error goes to the log, STATUS and MQTT
             self.reload_error = "; ".join(exc.problems)
             log.error("config reload rejected, keeping the last good config:\n%s", exc)
+            self._phase = "running"
             self._reloaded()
             if self.publisher is not None:
                 self.publisher.publish_stats(self.stats_payload())
             return False
         self.reload_error = None
-        self._phase = "reloading"
         try:
             self._apply_with_watchdog_paused(new)
         finally:
