@@ -28,6 +28,7 @@ from edgedet.app import (
 from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
 from edgedet.publish.mqtt import MqttPublisher, resolve_password
+from edgedet.runtime.memory import trim_heap
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
 from edgedet.service.preflight import ERROR, Finding, check_references
@@ -273,6 +274,8 @@ class Daemon:
         pipeline = self._require_pipeline()
         for camera in status.cameras:  # "in view" covers one stats interval
             pipeline.stats.take_in_view(camera.name)
+        # freed decoder buffers of closed streams stay mapped in glibc's arenas until trimmed
+        trim_heap()
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: cameras up/down with their rates or reasons, precision."""

@@ -405,6 +405,7 @@ class ChaosSoak:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("JOURNAL_STREAM", None)
+        env["MALLOC_ARENA_MAX"] = "2"  # as the systemd unit sets it
         self.t0 = time.monotonic()
         self.proc = fake.spawn(
             [sys.executable, "-m", "edgedet", "run", "--config", str(self.config_path)],
