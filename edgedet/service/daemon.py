@@ -17,6 +17,7 @@ from edgedet.app import (
     build_capture,
     build_pipeline,
     describe_failure,
+    expire_tracking,
     start_pipeline,
     stop_pipeline,
 )
@@ -291,6 +292,7 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_stats(payload)
         pipeline = self._require_pipeline()
+        expire_tracking(pipeline, time.time())
         parts = []
         for name, cam in payload["cameras"].items():
             seen = pipeline.stats.take_in_view(name)
