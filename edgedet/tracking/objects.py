@@ -37,7 +37,7 @@ class TrackedObject:
     box: Box
     score: float
     top_score: float
-    hits: int = 0
+    hits: int = 0  # frames with a matched detection
     scores: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=_SCORE_HISTORY))
     confirmed: bool = False
     announced: bool = False  # the `new` event was sent
@@ -163,7 +163,7 @@ class ObjectBook:
         cfg = self.cfg
         obj.box, obj.score, obj.last_seen = tb.box, tb.score, t
         obj.top_score = max(obj.top_score, tb.score)
-        obj.hits += 1
+        obj.hits = tb.hits  # counted by the tracker from the track's first frame
         obj.scores.append(tb.score)
         if not obj.confirmed:
             area = (tb.box[2] - tb.box[0]) * (tb.box[3] - tb.box[1]) / frame_area
