@@ -145,7 +145,7 @@ def test_entering_and_leaving_a_zone(tmp_path: Path) -> None:
     assert ("entered_zone",) in reasons and ("left_zone",) in reasons
     assert events[-1][0] == "end"
     assert run.occupancy() == [{}, {"person": 1}, {"person": 0}]  # first frame: the empty zone
-    ended = [e for u in run.updates for e in u.objects if e.event == "end"][0]
+    ended = next(e for u in run.updates for e in u.objects if e.event == "end")
     assert ended.entered_zones == ("yard",) and ended.current_zones == ()
     assert ended.end_time is not None and ended.end_time > ended.start_time
 
@@ -167,7 +167,7 @@ def test_required_zones_hold_events_back_until_the_object_enters_one(tmp_path: P
     run.feed(line((100, 170), (450, 400), 40))
     kinds = run.events()
     assert kinds[0][0] == "new"
-    new = [e for u in run.updates for e in u.objects][0]
+    new = next(e for u in run.updates for e in u.objects)
     assert "yard" in new.entered_zones
 
 
@@ -176,7 +176,7 @@ def test_stationary_then_moving(tmp_path: Path) -> None:
     run.feed([(100.0, 150.0)] * 30 + line((100, 150), (100, 220), 8))
     reasons = [r for kind, r, _ in run.events() if kind == "update"]
     assert reasons == [("stationary",), ("active",)]
-    first_update = [e for u in run.updates for e in u.objects if e.event == "update"][0]
+    first_update = next(e for u in run.updates for e in u.objects if e.event == "update")
     assert first_update.stationary and first_update.time - first_update.start_time >= 2.0
 
 

@@ -19,9 +19,7 @@ def person(x: float, y: float, w: float = 40.0, h: float = 100.0) -> Box:
     return (x, y, x + w, y + h)
 
 
-def run(
-    tracker: ByteTracker, frames: Sequence[Sequence[Tuple[Box, float, int]]]
-) -> List[TrackerStep]:
+def run(tracker: ByteTracker, frames: Sequence[Sequence[Tuple[Box, float, int]]]) -> List[TrackerStep]:
     out = []
     for dets in frames:
         boxes = np.array([d[0] for d in dets], dtype=np.float64).reshape(-1, 4)
