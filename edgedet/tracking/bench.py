@@ -11,7 +11,8 @@ Detections are derived from a MOT ground truth (e.g. motmetrics/data/TUD-Campus/
   U[0.1, 1.0).
 The same detections go through edgedet's tracker and through the ``trackers`` package's ByteTrack
 (a reference, installed only in the benchmark's environment: pip install 'edgedet[tracking-bench]'),
-scored with motmetrics (IoU >= 0.5). A synthetic scene of 20 moving objects measures the cost per frame.
+scored with motmetrics (IoU >= 0.5). A synthetic scene of 20 moving objects measures the cost per frame
+of each tracker, and of edgedet's whole tracking stage (tracker, objects, two zones, two lines).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ import numpy as np
 
 from edgedet.errors import EdgedetError, require
 from edgedet.tracking.bytetrack import ByteTracker, iou_matrix
-from edgedet.tracking.config import TrackerConfig
+from edgedet.tracking.config import (
+    CameraZones,
+    PresenceConfig,
+    SnapshotConfig,
+    TrackerConfig,
+    TrackingConfig,
+)
+from edgedet.tracking.stage import Tracking
+from edgedet.types import Detection, DetectionResult
 
 DROP = 0.10
 JITTER = 0.05
@@ -202,6 +211,39 @@ def _required(make: Callable[[], Optional[Step]]) -> Callable[[], Step]:
     return made
 
 
+def stage_step() -> Step:
+    """The whole tracking stage as the daemon runs it (tracker, objects, two zones, two lines; no
+    snapshots), for its cost per frame."""
+    import tempfile
+
+    scene = CameraZones.model_validate(
+        {
+            "zones": [
+                {"name": "left", "points": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]},
+                {"name": "middle", "points": [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]]},
+            ],
+            "lines": [
+                {"name": "across", "points": [[0, 0.5], [1, 0.5]]},
+                {"name": "down", "points": [[0.5, 0], [0.5, 1]]},
+            ],
+        }
+    )
+    cfg = TrackingConfig(snapshots=SnapshotConfig(enabled=False), cameras={"cam": scene})
+    tracking = Tracking(cfg, PresenceConfig(), Path(tempfile.mkdtemp(prefix="edgedet-bench-")))
+    seq = [0]
+
+    def step(boxes: np.ndarray, scores: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        dets = tuple(
+            Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), 0, "person")
+            for b, s in zip(boxes, scores)
+        )
+        seq[0] += 1
+        tracking.process(DetectionResult("cam", seq[0], seq[0] / 30.0, 0.0, 1920, 1080, dets))
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 4))
+
+    return step
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edgedet.tracking.bench", description=__doc__.split("\n")[0]
@@ -229,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"{name:<20} MOTA {s.mota:6.3f}  IDF1 {s.idf1:6.3f}  IDsw {s.id_switches:3d}  "
                 f"ms/frame {s.ms_per_frame:6.3f}"
             )
-        for name, make in runs:
+        for name, make in runs + [("edgedet whole stage", stage_step)]:
             print(f"{name:<20} 20 objects (synthetic, 300 frames): ms/frame {synthetic_cost(make()):6.3f}")
     except (OSError, EdgedetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
