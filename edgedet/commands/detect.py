@@ -12,8 +12,11 @@ from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
-from edgedet.config import DEMO_CONFIG, Config
+from edgedet.app import load_model_stage
+from edgedet.config import DEMO_CONFIG, Config, load_config
 from edgedet.errors import SourceError, require
+from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.publish.messages import build_detections_message
 from edgedet.types import Detection, DetectionResult
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 def detect_config(args: argparse.Namespace) -> Config:
     """The model and backend settings: from --config when given, else the bundled demo model."""
-    from edgedet.config import load_config
 
     config = load_config(args.config) if args.config is not None else load_config(DEMO_CONFIG)
     updates: dict = {}
@@ -84,10 +86,6 @@ def _color(class_id: int) -> Tuple[int, int, int]:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from edgedet.app import load_model_stage
-    from edgedet.preprocess.cpu import CpuPreprocessor
-    from edgedet.publish.messages import build_detections_message
-
     config = detect_config(args)
     stage = load_model_stage(config)
     pre = CpuPreprocessor(stage.spec)

@@ -22,6 +22,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedet.config import DEMO_CLIP
+from edgedet.cudart import open_runtime
+from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.preprocess.cuda import CudaPreprocessor
 from edgedet.types import ChannelOrder, InputSpec
 
 
@@ -81,10 +84,6 @@ def run_benchmark(
 
     if cpu_threads is not None:
         cv2.setNumThreads(cpu_threads)
-
-    from edgedet.cudart import open_runtime
-    from edgedet.preprocess.cpu import CpuPreprocessor
-    from edgedet.preprocess.cuda import CudaPreprocessor
 
     spec = InputSpec(
         name="images", width=model_input[0], height=model_input[1], channel_order=ChannelOrder.RGB,
