@@ -34,12 +34,11 @@ from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.sources.config import RtspSource, V4l2Source
 from edgedet.sources.registry import open_reader
 from edgedet.sources.sampling import iter_video_samples
+from edgedet.sources.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from edgedet.types import InputSpec
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".ts", ".h264", ".h265", ".mjpeg")
 TENSOR_SUFFIX = ".npy"
 # smaller images carry too little content to say anything about activation ranges after upscaling
 MIN_SIDE = 32

@@ -147,7 +147,7 @@ def video_detections(
 
     cfg = model_cfg or ModelConfig(path=str(variant.path))
     backend = variant.backend or OnnxRuntimeBackend(variant.path)
-    detector = ImageDetector(backend, cfg, score_threshold=score_threshold)
+    detector = ImageDetector.for_model(backend, cfg, score_threshold=score_threshold)
     out: List[Tuple[Detection, ...]] = []
     times: List[float] = []
     try:

@@ -101,7 +101,7 @@ def evaluate(
             model_path, threads=threads, providers=providers, session_options=session_options
         )
     try:
-        detector = ImageDetector(
+        detector = ImageDetector.for_model(
             backend,
             cfg,
             score_threshold=score_threshold,
