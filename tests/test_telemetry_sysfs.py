@@ -165,7 +165,7 @@ def test_reader_is_a_worker_whose_heartbeat_moves_between_samples(tmp_path: Path
     assert not reader.alive
 
 
-def test_empty_tree(tmp_path: Path) -> None:
+def test_sysfs_without_sensors_gives_empty_readings_and_type_sysfs_is_honoured(tmp_path: Path) -> None:
     assert probe_sysfs(tmp_path) is not None
     reader = SysfsReader(root=tmp_path)
     reader.open()
