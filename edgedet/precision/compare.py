@@ -9,6 +9,7 @@ of the F1 of class-aware, IoU >= 0.5 greedy matching between the variant's and t
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -270,8 +271,6 @@ def run_compare_command(args: Any, models: Sequence[Path]) -> int:
     The first model is the reference. With ``--config`` its model settings apply to every variant and,
     for a TensorRT backend, each model is opened through that backend (engines built/cached as usual).
     """
-    import json
-
     model_cfg: Any = None
     backend_cfg: Any = None
     state_dir = Path(".")
