@@ -17,9 +17,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from edgedet.config import DEMO_CONFIG, Config
+from edgedet.app import load_model_stage
+from edgedet.config import DEMO_CONFIG, Config, load_config
 from edgedet.errors import SourceError, require
+from edgedet.models.detector import ImageDetector
 from edgedet.publish import messages as m
+from edgedet.publish.messages import build_detections_message
+from edgedet.sources.suffixes import IMAGE_SUFFIXES
 from edgedet.tracking import draw as paint
 from edgedet.tracking.config import CameraZones
 from edgedet.tracking.stage import Tracking
@@ -29,13 +33,9 @@ from edgedet.types import Detection, DetectionResult
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 def detect_config(args: argparse.Namespace) -> Config:
     """The model and backend settings: from --config when given, else the bundled demo model."""
-    from edgedet.config import load_config
-
     config = load_config(args.config) if args.config is not None else load_config(DEMO_CONFIG)
     updates: dict = {}
     if args.model is not None:
@@ -119,14 +119,9 @@ class SceneOverlay:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from edgedet.app import load_model_stage
-    from edgedet.preprocess.cpu import CpuPreprocessor
-    from edgedet.publish.messages import build_detections_message
-
     config = detect_config(args)
     stage = load_model_stage(config)
-    pre = CpuPreprocessor(stage.spec)
-    buf = pre.allocate()
+    detector = ImageDetector(stage.backend, stage.postprocessor, stage.spec, preprocess="cpu")
     writer: Any = None
     camera = args.camera or (config.cameras[0].name if getattr(args, "track", False) else args.path.stem)
     device_id = config.resolved_device_id
@@ -134,12 +129,8 @@ def run_detect(args: argparse.Namespace) -> int:
     tracking: Optional[Tracking] = None
     overlay: Optional[SceneOverlay] = None
     if getattr(args, "track", False):
-        tracking_cfg = config.tracking.model_copy(
-            update={
-                "enabled": True,
-                "snapshots": config.tracking.snapshots.model_copy(update={"enabled": False}),
-            }
-        )
+        no_snapshots = config.tracking.snapshots.model_copy(update={"enabled": False})
+        tracking_cfg = config.tracking.model_copy(update={"enabled": True, "snapshots": no_snapshots})
         tracking = Tracking(tracking_cfg, config.mqtt.events, Path(scratch.name))
         overlay = SceneOverlay(config.tracking.cameras.get(camera, CameraZones()))
     started = time.time()
@@ -148,11 +139,8 @@ def run_detect(args: argparse.Namespace) -> int:
             now_mono = time.monotonic()
             # video time, not processing time: dwell and stationary timing follow the clip
             now_wall = started + index / fps if fps > 0 else time.time()
-            letterbox = pre.run(frame, buf)
-            t0 = time.monotonic()
-            outputs = stage.backend.infer({stage.spec.name: buf})
-            t1 = time.monotonic()
-            detections = stage.postprocessor(outputs, [letterbox])[0]
+            detections, letterbox = detector.detect_with_letterbox(frame)
+            timings = detector.timings_ms
             result = DetectionResult(
                 camera=camera,
                 seq=index,
@@ -161,7 +149,7 @@ def run_detect(args: argparse.Namespace) -> int:
                 source_width=letterbox.source_width,
                 source_height=letterbox.source_height,
                 detections=tuple(detections),
-                timings_ms={"infer": (t1 - t0) * 1000.0, "decode": (time.monotonic() - t1) * 1000.0},
+                timings_ms={"infer": timings["infer"], "decode": timings["postprocess"]},
             )
             extra: List[Dict[str, Any]] = []
             if tracking is not None and overlay is not None:
@@ -180,6 +168,7 @@ def run_detect(args: argparse.Namespace) -> int:
     finally:
         if writer is not None and not isinstance(writer, bool):
             writer.release()
+        detector.close()
         stage.close()
         scratch.cleanup()
     if args.output is not None:

@@ -23,6 +23,7 @@ from edgedet.app import (
 )
 from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
+from edgedet.runtime.worker import Worker
 
 if TYPE_CHECKING:
     from edgedet.publish.mqtt import MqttPublisher
@@ -167,8 +168,11 @@ class Daemon:
         if pipeline is None:
             return False, "pipeline not running"
         ages = {name: worker_age(w) for name, w in pipeline.workers().items()}
-        captures = {f"capture-{name}" for name in pipeline.captures}
-        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=captures)
+        optional = {f"capture-{name}" for name in pipeline.captures}
+        if isinstance(self.telemetry, Worker):  # shown in STATUS, never critical: not worth a restart
+            ages[self.telemetry.thread_name] = worker_age(self.telemetry)
+            optional.add(self.telemetry.thread_name)
+        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=optional)
 
     def supervise_once(self) -> Optional[int]:
         """One pass of the supervisor; returns an exit code when the daemon must end."""
