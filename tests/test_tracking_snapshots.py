@@ -117,3 +117,15 @@ def test_the_snapshot_folder_keeps_within_its_byte_budget(tmp_path: Path) -> Non
         os.utime(tmp_path / "cam" / f"big{i}.jpg", (t, t))
     store.prune(now=300.0)
     assert [p.name for p in (tmp_path / "cam").iterdir()] == ["big1.jpg"]  # both would be 12000 bytes
+
+
+def test_pictures_of_tracks_never_confirmed_are_not_kept(tmp_path: Path, street: np.ndarray) -> None:
+    cfg = TrackingConfig(tracker={"lost_frames": 2}, objects={"min_median_score": 0.99})
+    tracking = Tracking(cfg, PresenceConfig(), tmp_path, run_id="r")
+    feed(tracking, street, [((300.0 + i, 200.0, 360.0 + i, 360.0), 0.9) for i in range(5)])
+    camera = tracking._cameras["cam"]
+    assert len(camera.pictures) == 1  # candidate kept while the track might still become an object
+    h, w = street.shape[:2]
+    for seq in range(5, 9):  # the track is lost, then removed without ever being confirmed
+        tracking.process(DetectionResult("cam", seq, 1000.0 + seq * 0.1, 0.0, w, h, (), {}, street))
+    assert camera.pictures == {}

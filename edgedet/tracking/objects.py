@@ -60,6 +60,7 @@ class BookStep:
     became_stationary: List[TrackedObject]
     became_active: List[TrackedObject]
     ended: List[TrackedObject]  # confirmed objects gone for good
+    dropped: List[TrackedObject]  # tracks that went away before their object was confirmed
     det_object_ids: Tuple[Optional[int], ...]  # per detection: its confirmed object's track id
 
 
@@ -86,7 +87,7 @@ class ObjectBook:
     ) -> BookStep:
         cfg = self.cfg
         frame_area = float(max(frame_size[0] * frame_size[1], 1))
-        out = BookStep([], [], [], [], [], [], ())
+        out = BookStep([], [], [], [], [], [], [], ())
         for tb in step.tracks:
             obj = self._by_track.get(tb.track_id)
             if obj is None:
@@ -102,7 +103,10 @@ class ObjectBook:
                 out.alive.append(obj)
         for track_id in step.removed:
             obj = self._by_track.pop(track_id, None)
-            if obj is None or not obj.confirmed:
+            if obj is None:
+                continue
+            if not obj.confirmed:
+                out.dropped.append(obj)
                 continue
             if obj.stationary and cfg.parked_memory_s > 0:
                 obj.parked_since = t
@@ -122,13 +126,6 @@ class ObjectBook:
             for tid in step.det_track_ids
         )
         return out
-
-    def end_all(self) -> List[TrackedObject]:
-        """Every confirmed object, as the camera goes away."""
-        gone = [o for o in self._by_track.values() if o.confirmed] + self._parked
-        self._by_track.clear()
-        self._parked = []
-        return gone
 
     def _new(self, tb: TrackedBox, labels: Dict[int, str], t: float) -> TrackedObject:
         label = labels.get(tb.class_id, str(tb.class_id))

@@ -163,6 +163,8 @@ class CameraStage:
                 events.append(self._event(obj, UPDATE, tuple(r), result))
         for obj in book.ended:
             events.extend(self._end(obj, t, result, shots))
+        for obj in book.dropped:
+            self.pictures.pop(obj.object_id, None)
 
         tracked = tuple(
             dataclasses.replace(d, track_id=oid) if oid is not None else d
@@ -176,7 +178,7 @@ class CameraStage:
         return not required or any(z in required for z in obj.entered)
 
     def _end(
-        self, obj: TrackedObject, t: float, result: Optional[DetectionResult], shots: List[Snapshot]
+        self, obj: TrackedObject, t: float, result: DetectionResult, shots: List[Snapshot]
     ) -> List[ObjectEvent]:
         out: List[ObjectEvent] = []
         if obj.announced:
@@ -184,13 +186,6 @@ class CameraStage:
             out.append(self._event(obj, END, (), result, end=True))
         self.pictures.pop(obj.object_id, None)
         return out
-
-    def end_all(self, t: float) -> Tuple[List[ObjectEvent], List[Snapshot]]:
-        shots: List[Snapshot] = []
-        events: List[ObjectEvent] = []
-        for obj in self.book.end_all():
-            events.extend(self._end(obj, t, None, shots))
-        return events, shots
 
     # -- snapshots -----------------------------------------------------------------------------
     def _pictures(self, book: BookStep, result: DetectionResult) -> List[Snapshot]:
@@ -247,7 +242,7 @@ class CameraStage:
         obj: TrackedObject,
         kind: str,
         reasons: Tuple[str, ...],
-        result: Optional[DetectionResult],
+        result: DetectionResult,
         end: bool = False,
     ) -> ObjectEvent:
         pic = self.pictures.get(obj.object_id)
@@ -270,8 +265,8 @@ class CameraStage:
             stationary=obj.stationary,
             start_time=obj.first_seen,
             end_time=obj.last_seen if end else None,
-            time=result.capture_time if result is not None else obj.last_seen,
-            frame_seq=result.seq if result is not None else None,
+            time=result.capture_time,
+            frame_seq=result.seq,
             has_snapshot=bool(pic is not None and pic.sent_any),
         )
 
@@ -327,11 +322,3 @@ class Tracking:
     def expire(self, now: float) -> TrackingUpdate:
         """Presence `cleared` for cameras that sent no frame for a while (thread-safe)."""
         return TrackingUpdate(None, tuple(self.presence.expire(now)))
-
-    def forget_camera(self, name: str, now: float) -> TrackingUpdate:
-        """A camera was removed: its objects end (call from the thread that calls ``process``)."""
-        cam = self._cameras.pop(name, None)
-        if cam is None:
-            return TrackingUpdate(None)
-        events, shots = cam.end_all(now)
-        return TrackingUpdate(None, (), tuple(events), (), (), tuple(shots))
