@@ -129,7 +129,9 @@ def test_degradation_is_seeded_and_drops_and_scores_as_documented() -> None:
     assert 0.12 < low < 0.2  # 15% of the true boxes, plus the false positives that land there
 
 
-def test_benchmark_scores_both_trackers_on_the_shipped_ground_truth(capsys: pytest.CaptureFixture) -> None:
+def test_benchmark_prints_a_line_per_tracker_on_the_shipped_ground_truth(
+    capsys: pytest.CaptureFixture,
+) -> None:
     mm = pytest.importorskip("motmetrics")
     gt = Path(mm.__file__).parent / "data" / "TUD-Campus" / "gt.txt"
     frames = bench.degrade(bench.parse_mot(gt.read_text()), seed=0)
@@ -138,4 +140,6 @@ def test_benchmark_scores_both_trackers_on_the_shipped_ground_truth(capsys: pyte
     assert bench.main(["--gt", str(gt), "--seed", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(ln.startswith("edgedet ") and "MOTA" in ln and "IDF1" in ln and "IDsw" in ln for ln in lines)
+    if bench.reference_step() is not None:  # the `trackers` package, in the tracking-bench extra
+        assert any(ln.startswith("trackers.ByteTrack ") and "MOTA" in ln for ln in lines)
     assert any("20 objects" in ln and "ms/frame" in ln for ln in lines)
