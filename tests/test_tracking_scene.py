@@ -258,3 +258,20 @@ def test_presence_events_still_come_from_the_stage(tmp_path: Path) -> None:
     run = Run(tracking(tmp_path))
     run.feed([(100.0, 150.0)] * 5)
     assert [p.event for u in run.updates for p in u.presence] == ["appeared"]
+
+
+def test_a_silent_camera_ends_its_objects_and_empties_its_zones(tmp_path: Path) -> None:
+    run = Run(tracking(tmp_path))
+    run.feed([(400.0, 300.0)] * 5)  # in the yard
+    last = T0 + 4 * DT
+    early = run.tracking.expire(last + 29.0)  # camera_silence_s is 30 s
+    assert early.objects == () and early.occupancy == ()
+    up = run.tracking.expire(last + 31.0)
+    assert [(e.event, e.track_id, e.time) for e in up.objects] == [("end", 1, last + 31.0)]
+    assert [(o.zone, [(c.label, c.count) for c in o.counts]) for o in up.occupancy] == [
+        ("yard", [("person", 0)])
+    ]
+    for msg in Run.messages(up):
+        assert run.validator.errors(msg) == [], msg
+    back = run.step([(400.0, 300.0)])  # the camera returns: tracking starts afresh
+    assert [o.zone for o in back.occupancy] == ["yard"] and back.objects == ()

@@ -54,6 +54,8 @@ class ObjectsConfig(Strict):
     parked_memory_s: float = Field(default=60.0, ge=0)
     # class names that become objects (None: every class)
     classes: Optional[List[str]] = None
+    # a camera with no frame for this long (dead, removed): its objects end, its zones empty
+    camera_silence_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _areas(self) -> ObjectsConfig:

@@ -127,6 +127,13 @@ class ObjectBook:
         )
         return out
 
+    def end_all(self) -> List[TrackedObject]:
+        """Every confirmed object (tracked, lost or parked), forgotten: the camera went silent."""
+        gone = [o for o in self._by_track.values() if o.confirmed] + self._parked
+        self._by_track.clear()
+        self._parked = []
+        return gone
+
     def _new(self, tb: TrackedBox, labels: Dict[int, str], t: float) -> TrackedObject:
         label = labels.get(tb.class_id, str(tb.class_id))
         return TrackedObject(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class CameraStage:
         self.zones: Optional[ZoneTracker] = None
         self.lines: Optional[LineCounter] = None
         self.pictures: Dict[str, _Picture] = {}
+        self.last_frame = 0.0  # capture time of the latest frame
         self._warn = RateLimitedLog(log, interval_s=60.0)
 
     def _geometry(self, size: Tuple[int, int], t: float) -> Tuple[ZoneTracker, LineCounter, List[LineCount]]:
@@ -110,6 +112,7 @@ class CameraStage:
         self, result: DetectionResult
     ) -> Tuple[DetectionResult, List[ObjectEvent], List[Occupancy], List[LineCount], List[Snapshot]]:
         t = result.capture_time
+        self.last_frame = t
         size = (int(result.source_width), int(result.source_height))
         zones, lines, line_msgs = self._geometry(size, t)
         dets = result.detections
@@ -178,14 +181,25 @@ class CameraStage:
         return not required or any(z in required for z in obj.entered)
 
     def _end(
-        self, obj: TrackedObject, t: float, result: DetectionResult, shots: List[Snapshot]
+        self, obj: TrackedObject, t: float, result: Optional[DetectionResult], shots: List[Snapshot]
     ) -> List[ObjectEvent]:
         out: List[ObjectEvent] = []
         if obj.announced:
             shots.extend(self._send_picture(obj, t, force=True))
-            out.append(self._event(obj, END, (), result, end=True))
+            out.append(self._event(obj, END, (), result, end=True, decided=t))
         self.pictures.pop(obj.object_id, None)
         return out
+
+    def end_all(self, now: float) -> Tuple[List[ObjectEvent], List[Occupancy], List[Snapshot]]:
+        """The camera went silent: every object ends and every zone empties (``now``: wall clock)."""
+        shots: List[Snapshot] = []
+        events: List[ObjectEvent] = []
+        for obj in self.book.end_all():
+            events.extend(self._end(obj, now, None, shots))
+        self.tracker.reset()
+        self.pictures.clear()
+        occupancy = self.zones.update([], now)[1] if self.zones is not None else []
+        return events, occupancy, shots
 
     # -- snapshots -----------------------------------------------------------------------------
     def _pictures(self, book: BookStep, result: DetectionResult) -> List[Snapshot]:
@@ -242,8 +256,9 @@ class CameraStage:
         obj: TrackedObject,
         kind: str,
         reasons: Tuple[str, ...],
-        result: DetectionResult,
+        result: Optional[DetectionResult],
         end: bool = False,
+        decided: float = 0.0,  # when there is no frame: the time the event was decided
     ) -> ObjectEvent:
         pic = self.pictures.get(obj.object_id)
         width, height = self.frame_size or (0, 0)
@@ -265,8 +280,8 @@ class CameraStage:
             stationary=obj.stationary,
             start_time=obj.first_seen,
             end_time=obj.last_seen if end else None,
-            time=result.capture_time,
-            frame_seq=result.seq,
+            time=result.capture_time if result is not None else decided,
+            frame_seq=result.seq if result is not None else None,
             has_snapshot=bool(pic is not None and pic.sent_any),
         )
 
@@ -293,6 +308,8 @@ class Tracking:
             else None
         )
         self._cameras: Dict[str, CameraStage] = {}
+        # process() runs in the post-processing thread, expire() in the supervisor's
+        self._lock = threading.Lock()
 
     @property
     def wants_images(self) -> bool:
@@ -312,13 +329,34 @@ class Tracking:
         presence = tuple(self.presence.update(result))
         if not self.cfg.enabled:
             return TrackingUpdate(dataclasses.replace(result, image=None), presence)
-        cam = self._camera(result.camera)
-        out, events, occupancy, lines, shots = cam.process(result)
-        if any(ln.last_direction is not None for ln in lines):
-            self._totals[result.camera] = cam.totals
-            self.counters.save(self._totals)
+        with self._lock:
+            cam = self._camera(result.camera)
+            out, events, occupancy, lines, shots = cam.process(result)
+            if any(ln.last_direction is not None for ln in lines):
+                self._totals[result.camera] = cam.totals
+                self.counters.save(self._totals)
         return TrackingUpdate(out, presence, tuple(events), tuple(occupancy), tuple(lines), tuple(shots))
 
     def expire(self, now: float) -> TrackingUpdate:
-        """Presence `cleared` for cameras that sent no frame for a while (thread-safe)."""
-        return TrackingUpdate(None, tuple(self.presence.expire(now)))
+        """Cameras that sent no frame for a while (dead, stalled, removed): presence `cleared`, and after
+        ``objects.camera_silence_s`` their objects end and their zones empty (thread-safe)."""
+        presence = tuple(self.presence.expire(now))
+        events: List[ObjectEvent] = []
+        occupancy: List[Occupancy] = []
+        shots: List[Snapshot] = []
+        with self._lock:
+            for name, cam in list(self._cameras.items()):
+                if now - cam.last_frame < self.cfg.objects.camera_silence_s:
+                    continue
+                ended, emptied, pictures = cam.end_all(now)
+                events += ended
+                occupancy += emptied
+                shots += pictures
+                del self._cameras[name]  # a camera that comes back starts afresh (line totals kept)
+                log.info(
+                    "camera %s: no frame for %.0f s; its %d object(s) ended",
+                    name,
+                    now - cam.last_frame,
+                    len(ended),
+                )
+        return TrackingUpdate(None, presence, tuple(events), tuple(occupancy), (), tuple(shots))
