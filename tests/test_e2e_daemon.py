@@ -53,6 +53,9 @@ def test_demo_clip_messages_follow_the_contract_and_sigterm_says_offline(
     validator = MessageValidator()
     checked = 0
     for _, topic, payload, _ in list(subscriber.messages):
+        if topic.endswith("/snapshot"):
+            assert payload[:2] == b"\xff\xd8", topic  # binary JPEG (test_tracking_e2e decodes them)
+            continue
         message: Any = payload.decode() if topic.endswith("/status") else json.loads(payload)
         assert validator.errors(message) == [], (topic, message)
         checked += 1
@@ -167,7 +170,7 @@ def test_corrupt_model_is_fatal(tmp_path: Path) -> None:
     assert proc.returncode == 78
 
 
-def test_model_outputs_matching_no_decoder(tmp_path: Path) -> None:
+def test_model_whose_outputs_match_no_decoder_ends_startup_pointing_at_model_family(tmp_path: Path) -> None:
     model = save_constant_model(tmp_path / "classifier.onnx", bad_layout_outputs())
     proc = run_cli(tmp_path, base_config(tmp_path, model={"path": str(model)}))
     assert_one_line_error(proc, "match no decoder", "model.family")

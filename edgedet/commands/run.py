@@ -11,14 +11,17 @@ from typing import Optional
 
 from edgedet.config import DEMO_CONFIG, Config, load_config
 from edgedet.errors import ConfigError, DependencyError, ModelError, SourceError
+from edgedet.service.daemon import Daemon
+from edgedet.service.notify import Notifier
+from edgedet.service.signals import install_signal_handlers
+
+log = logging.getLogger(__name__)
 
 # sysexits.h EX_CONFIG: the configuration (or a file it points to) is wrong; the unit does not restart
 EXIT_CONFIG = 78
 # start-up failures that no restart heals; others (a backend that failed to start, e.g. the GPU busy)
 # exit 1 and systemd tries again
 NOT_RESTARTABLE = (ConfigError, ModelError, DependencyError, SourceError)
-
-log = logging.getLogger(__name__)
 
 
 def load_run_config(path: Optional[Path]) -> Config:
@@ -32,10 +35,6 @@ def load_run_config(path: Optional[Path]) -> Config:
 def run_daemon(
     config_path: Optional[Path], duration: Optional[float] = None, log_level: Optional[str] = None
 ) -> int:
-    from edgedet.service.daemon import Daemon
-    from edgedet.service.notify import Notifier
-    from edgedet.service.signals import install_signal_handlers
-
     try:
         config = load_run_config(config_path)
     except ConfigError as exc:

@@ -22,6 +22,7 @@ from edgedet.app import (
     Pipeline,
     build_pipeline,
     describe_failure,
+    expire_tracking,
     start_pipeline,
     stop_pipeline,
 )
@@ -29,6 +30,7 @@ from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
 from edgedet.publish.mqtt import MqttPublisher, resolve_password
 from edgedet.runtime.memory import trim_heap
+from edgedet.runtime.worker import Worker
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
 from edgedet.service.preflight import ERROR, Finding, check_references
@@ -170,8 +172,11 @@ class Daemon:
         if pipeline is None:
             return False, "pipeline not running"
         ages = {name: worker_age(w) for name, w in pipeline.workers().items()}
-        captures = {f"capture-{name}" for name in pipeline.captures}
-        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=captures)
+        optional = {f"capture-{name}" for name in pipeline.captures}
+        if isinstance(self.telemetry, Worker):  # shown in STATUS, never critical: not worth a restart
+            ages[self.telemetry.thread_name] = worker_age(self.telemetry)
+            optional.add(self.telemetry.thread_name)
+        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=optional)
 
     def supervise_once(self) -> Optional[int]:
         """One pass of the supervisor; returns an exit code when the daemon must end."""
@@ -272,6 +277,7 @@ class Daemon:
             self.publisher.publish_stats(stats_payload(status, interval_s=self.config.stats.interval_s))
         log.info("stats: %s", log_line(status))
         pipeline = self._require_pipeline()
+        expire_tracking(pipeline, time.time())
         for camera in status.cameras:  # "in view" covers one stats interval
             pipeline.stats.take_in_view(camera.name)
         # freed decoder buffers of closed streams stay mapped in glibc's arenas until trimmed
