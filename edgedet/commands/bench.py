@@ -139,9 +139,7 @@ def bench_pipeline(video: Path, model: Path, frames: int, threads: int, instance
         if failures:
             raise EdgedetError(f"pipeline failed: {failures[0]}")
         capture = next(iter(pipeline.captures.values()))
-        if capture.status().state.value in ("ended", "failed") and not any(
-            len(s) for s in pipeline.board.slots.values()
-        ):
+        if capture.status().state.value in ("ended", "failed") and pipeline.drained():
             break
         time.sleep(0.01)
     t_end = time.perf_counter()
