@@ -424,7 +424,7 @@ class ChaosSoak:
         restarted = False
         exit_code: Optional[int] = None
         try:
-            fake.wait_for("READY=1", timeout=120)
+            fake.wait_for_notification("READY=1", timeout=120)
             self._event("READY=1")
             timeline = self._timeline()
             next_sample = 0.0
