@@ -138,10 +138,17 @@ class SoakReport:
         lost = ", ".join(f"{k} {v}" for k, v in sorted(self.durable_lost_by_stream.items()) if v)
         sent = sum(self.durable_sent_by_stream.values())
         rss_after, rss_end = self.rss_after_warmup_kb / 1024, self.rss_end_kb / 1024
+        trend = self.rss_trend_mb_per_min()
+        trend_text = (
+            "-"
+            if trend is None
+            else f"{trend * plan.duration_s / 60:+.1f} MB per {plan.duration_s / 60:g} min"
+        )
         return [
             f"chaos soak: {plan.duration_s / 60:g} min, warm-up {plan.warmup_s:g} s, pid {self.pid}",
             f"RSS after warm-up {rss_after:.1f} MB, at the end {rss_end:.1f} MB: "
-            f"growth {growth_mb:+.1f} MB (max {self.rss_max_kb / 1024:.1f} MB)",
+            f"growth {growth_mb:+.1f} MB (max {self.rss_max_kb / 1024:.1f} MB); "
+            f"least-squares trend after warm-up {trend_text}",
             f"baseline: {self.baseline_fds} fds, {self.baseline_threads} threads; "
             f"after {len(self.after_flaps)} flap checkpoints: fds {_range(fds)}, threads {_range(threads)} "
             "vs baseline",
@@ -155,6 +162,20 @@ class SoakReport:
             f"SIGTERM; {self.ready_count} READY=1 = start + reloads); "
             f"tracebacks in the log: {self.tracebacks}",
         ]
+
+    def rss_trend_mb_per_min(self) -> Optional[float]:
+        """Slope of RSS over time after the warm-up: the end-point difference alone swings by the size
+        of a few freed frame buffers; the trend says whether memory keeps growing."""
+        points = [(s.t, s.rss_kb / 1024.0) for s in self.samples if s.t >= self.plan.warmup_s]
+        if len(points) < 3:
+            return None
+        n = len(points)
+        mean_t = sum(t for t, _ in points) / n
+        mean_r = sum(r for _, r in points) / n
+        var = sum((t - mean_t) ** 2 for t, _ in points)
+        if var == 0:
+            return None
+        return 60.0 * sum((t - mean_t) * (r - mean_r) for t, r in points) / var
 
 
 def _fmt(value: Optional[float]) -> str:
