@@ -13,21 +13,25 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
 
+from edgedet.backends import open_backend
 from edgedet.config import Config
 from edgedet.errors import EdgedetError
+from edgedet.models.postprocess import build_postprocessor, input_spec_for
 from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
 from edgedet.pipeline.stats import PipelineStats
+from edgedet.preprocess import make_preprocessor
+from edgedet.publish.messages import ModelInfo
 from edgedet.runtime.worker import Worker
+from edgedet.sources import open_reader
+from edgedet.sources.capture import CaptureState, CaptureStatus, CaptureWorker
 from edgedet.sources.config import FileSource
 from edgedet.types import DetectionResult, InputSpec
 
 if TYPE_CHECKING:
     from edgedet.backends.base import Backend
     from edgedet.models.postprocess import PostProcessor
-    from edgedet.publish.messages import ModelInfo
     from edgedet.publish.mqtt import MqttPublisher
     from edgedet.sources.base import FrameReader
-    from edgedet.sources.capture import CaptureWorker
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +55,6 @@ class ModelStage:
 
 def load_model_stage(config: Config) -> ModelStage:
     """Open the backend, pick the decoder and input spec, and prove a first inference works."""
-    from edgedet.backends import open_backend
-    from edgedet.models.postprocess import build_postprocessor, input_spec_for
-    from edgedet.publish.messages import ModelInfo
-
     model_path = config.resolve_path(config.model.path)
 
     def open_one() -> Backend:
@@ -107,7 +107,12 @@ def _preprocess_kind(config: Config) -> str:
 
 @dataclass
 class Pipeline:
-    """Every running stage of the daemon."""
+    """Every running stage of the daemon, and what the supervisor may do with them.
+
+    Cameras come and go while inference runs (a reload, a crashed capture thread): ``replace_capture``
+    and ``remove_capture`` are the only ways to do that, so a camera's slot, counters and thread always
+    change together.
+    """
 
     config: Config
     model: ModelStage
@@ -125,19 +130,71 @@ class Pipeline:
         out.update({f"capture-{name}": w for name, w in self.captures.items()})
         return out
 
+    # -- cameras -------------------------------------------------------------------------------
+    def replace_capture(self, camera: str, join_timeout: float = 5.0) -> CaptureWorker:
+        """(Re)start ``camera``'s capture stage from ``self.config``: the old thread (if any) is stopped
+        and its slot freed, a fresh one is built and started. The new one retries a source that cannot
+        be opened yet, forever with backoff (the camera shows as down until it comes)."""
+        self._stop_capture(camera, join_timeout)
+        worker = build_capture(self.config, camera, self, retry_first_open=True)
+        self.captures[camera] = worker
+        worker.start()
+        return worker
+
+    def remove_capture(self, camera: str, join_timeout: float = 5.0) -> None:
+        """Stop ``camera``'s capture stage and forget it (its slot, its counters)."""
+        self._stop_capture(camera, join_timeout)
+        self.stats.forget(camera)
+
+    def _stop_capture(self, camera: str, join_timeout: float) -> None:
+        worker = self.captures.pop(camera, None)
+        if worker is not None:
+            worker.stop()
+            if not worker.join(join_timeout):
+                log.warning("%s did not stop within %.1f s; leaving it", worker.name, join_timeout)
+        self.board.remove(camera)
+
+    def capture_statuses(self) -> Dict[str, CaptureStatus]:
+        return {name: w.status() for name, w in list(self.captures.items())}
+
+    def frames_dropped(self, camera: str) -> int:
+        """Frames of ``camera`` replaced in the latest-frame slot before inference took them."""
+        return self.board.dropped(camera)
+
+    def set_max_fps(self, fps: Optional[float]) -> None:
+        """Cap every camera's processed frame rate (the thermal policy); None lifts the cap."""
+        for worker in list(self.captures.values()):
+            worker.set_max_fps(fps)
+
+    # -- progress ------------------------------------------------------------------------------
+    def drained(self) -> bool:
+        """No frame is waiting for inference, being inferred or waiting for post-processing."""
+        return self.board.pending() == 0 and self.board.in_flight() == 0 and self.post.inbox.empty()
+
+    def all_sources_ended(self) -> bool:
+        """Every camera is a file played once that has ended, and every frame read was published."""
+        if not self.captures:
+            return False
+        if any(w.state != CaptureState.ENDED for w in list(self.captures.values())):
+            return False
+        return self.drained()
+
 
 def build_capture(
-    config: Config, camera_name: str, pipeline: Pipeline, retry_first_open: bool = False
+    config: Config, camera_name: str, pipeline: Pipeline, retry_first_open: Optional[bool] = None
 ) -> CaptureWorker:
-    """One camera's capture thread; ``retry_first_open`` keeps retrying a source that is down at start."""
-    from edgedet.preprocess import make_preprocessor
-    from edgedet.sources import open_reader
-    from edgedet.sources.capture import CaptureWorker
+    """One camera's capture thread.
 
+    ``retry_first_open``: keep retrying a source that cannot be opened at start (a camera that is not up
+    yet) rather than failing. By default True for every source but files: a file that cannot be read
+    does not heal, so it is a start-up error.
+    """
     camera = next(c for c in config.cameras if c.name == camera_name)
     source = camera.source
     if isinstance(source, FileSource):  # relative paths are relative to the config file
         source = source.model_copy(update={"path": str(config.resolve_path(source.path))})
+    if retry_first_open is None:
+        retry_first_open = not isinstance(source, FileSource)
     preprocessor = make_preprocessor(
         pipeline.model.preprocess_kind,
         pipeline.model.spec,
@@ -211,11 +268,9 @@ def stop_pipeline(pipeline: Pipeline, timeout: float) -> None:
     for worker in pipeline.captures.values():
         worker.join(max(0.1, deadline - time.monotonic()))
     # drain: whatever is already in a slot or the hand-off queue is still inferred and published
-    while pipeline.board.slots and any(len(s) for s in pipeline.board.slots.values()):
-        if time.monotonic() > deadline or not any(w.alive for w in pipeline.inference):
+    while not pipeline.drained() and time.monotonic() < deadline:
+        if not pipeline.post.alive or not any(w.alive for w in pipeline.inference):
             break
-        time.sleep(0.02)
-    while not pipeline.post.inbox.empty() and time.monotonic() < deadline and pipeline.post.alive:
         time.sleep(0.02)
     for inference in pipeline.inference:
         inference.stop()
