@@ -20,6 +20,8 @@ from edgedet.configbase import Strict
 from edgedet.errors import ConfigError
 from edgedet.models.config import ModelConfig
 from edgedet.publish.config import MqttConfig
+from edgedet.publish.homeassistant import HomeAssistantConfig
+from edgedet.service.http_config import HttpConfig
 from edgedet.sources.config import CameraConfig
 from edgedet.telemetry.config import TelemetryConfig
 
@@ -55,6 +57,8 @@ class Config(Strict):
     stats: StatsConfig = StatsConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     service: ServiceConfig = ServiceConfig()
+    http: HttpConfig = HttpConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> Config:

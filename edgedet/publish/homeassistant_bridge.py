@@ -47,6 +47,43 @@ def ha_topics(publisher: MqttPublisher) -> Topics:
     )
 
 
+def _previous(path: Path) -> Optional[Announced]:
+    try:
+        return Announced.from_json(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def _remember(path: Path, announced: Optional[Announced]) -> None:
+    try:
+        if announced is None:
+            path.unlink()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(announced.to_json(), encoding="utf-8")
+            tmp.replace(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("Home Assistant: cannot record announced entities in %s: %s", path, exc)
+
+
+def withdraw(publisher: MqttPublisher, state_dir: Path) -> None:
+    """Remove every entity announced before (discovery turned off in the config)."""
+    path = Path(state_dir) / RECORD_NAME
+    previous = _previous(path)
+    if previous is None:
+        return
+    for msg in removal_messages(previous):
+        publisher.publish_retained(msg.topic, msg.payload)
+    _remember(path, None)
+    log.info(
+        "Home Assistant: discovery turned off; removed the %d entities announced before",
+        len(previous.platforms),
+    )
+
+
 class _CameraState:
     def __init__(self, classes: Sequence[str]) -> None:
         self.counts: Dict[str, int] = dict.fromkeys(classes, 0)
@@ -75,36 +112,14 @@ class HomeAssistantBridge:
         self._lock = threading.Lock()
 
     # -- discovery -----------------------------------------------------------------------------
-    def _previous(self) -> Optional[Announced]:
-        try:
-            return Announced.from_json(self.record_path.read_text(encoding="utf-8"))
-        except OSError:
-            return None
-
-    def _remember(self, announced: Optional[Announced]) -> None:
-        try:
-            if announced is None:
-                self.record_path.unlink()
-            else:
-                self.record_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.record_path.with_suffix(".tmp")
-                tmp.write_text(announced.to_json(), encoding="utf-8")
-                tmp.replace(self.record_path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning(
-                "Home Assistant: cannot record the announced entities in %s: %s", self.record_path, exc
-            )
-
     def announce(self) -> int:
         """Publish the discovery config (retained) and the current occupancy; returns the messages sent."""
         items = entities(self.cameras, self.cfg.classes, self.topics, self.telemetry)
         messages, announced = discovery_messages(
-            self.cfg, self.publisher.device_id, self.topics, items, self._previous()
+            self.cfg, self.publisher.device_id, self.topics, items, _previous(self.record_path)
         )
         sent = sum(1 for msg in messages if self.publisher.publish_retained(msg.topic, msg.payload))
-        self._remember(announced)
+        _remember(self.record_path, announced)
         for camera in self.cameras:
             self._publish_occupancy(camera, force=True)
         log.info(
@@ -114,15 +129,6 @@ class HomeAssistantBridge:
             self.cfg.discovery_prefix,
         )
         return sent
-
-    def withdraw(self) -> None:
-        """Remove every entity announced before (Home Assistant discovery turned off)."""
-        previous = self._previous()
-        if previous is None:
-            return
-        for msg in removal_messages(previous):
-            self.publisher.publish_retained(msg.topic, msg.payload)
-        self._remember(None)
 
     # -- occupancy state -----------------------------------------------------------------------
     def observe(self, result: DetectionResult) -> None:

@@ -30,6 +30,7 @@ from edgedet.errors import ConfigError, EdgedetError, SourceError
 from edgedet.publish.mqtt import MqttPublisher, resolve_password
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
+from edgedet.service.observe import DaemonView, Observability, latest_reading
 from edgedet.service.reload import plan_reload
 from edgedet.service.status import (
     DaemonStatus,
@@ -79,6 +80,10 @@ class Daemon:
         self._last_status_line = ""
         self._last_status_key = ""
         self._last_status_time = 0.0
+        # HTTP endpoints and Home Assistant discovery read the snapshot; they never reach into stages
+        self.observability = Observability(
+            DaemonView(lambda: self._status, self.health, lambda: latest_reading(self.telemetry))
+        )
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,11 +92,13 @@ class Daemon:
         READY=1 is sent once the model is loaded and a warm-up inference succeeded (in build_pipeline)
         and file sources proved readable; cameras that are not up yet do not delay it.
         """
+        self.observability.start(self.config)
         self.publisher = self._start_publisher(self.config)
         try:
-            self.pipeline = build_pipeline(self.config, self.publisher)
+            self.pipeline = build_pipeline(self.config, self.publisher, [self.observability.observe])
         except BaseException:
             self._stop_publisher(2.0)
+            self.observability.stop()
             raise
         start_pipeline(self.pipeline)
         try:
@@ -101,6 +108,7 @@ class Daemon:
             raise
         self.telemetry, self.throttle = self._start_telemetry(self.config)
         self.refresh_status()
+        self.observability.attach(self.config, self.publisher)
         if self.notifier is not None:
             self.notifier.ready(status=status_line(self.status))
             self._start_watchdog()
@@ -190,6 +198,7 @@ class Daemon:
         now = time.monotonic()
         self._poll_telemetry(now)
         self.refresh_status()
+        self.observability.tick()
         if now - self._last_stats >= self.config.stats.interval_s:
             self._last_stats = now
             self.publish_stats()
@@ -352,7 +361,7 @@ class Daemon:
             self.publisher = self._start_publisher(new)
         if plan.restart_inference:
             stop_pipeline(pipeline, old.service.stop_timeout_s)
-            self.pipeline = build_pipeline(new, self.publisher)
+            self.pipeline = build_pipeline(new, self.publisher, [self.observability.observe])
             start_pipeline(self.pipeline)
         else:
             pipeline.config = new
@@ -371,6 +380,7 @@ class Daemon:
             self.telemetry, self.throttle = self._start_telemetry(new)
         if plan.log_level_changed:
             set_level(new.log_level)
+        self.observability.reconfigure(new, self.publisher)
 
     # -- stop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event, reload: Optional[threading.Event] = None, tick: float = 0.25) -> int:
@@ -398,6 +408,7 @@ class Daemon:
             stop_pipeline(self.pipeline, timeout * 0.5)
         self._stop_telemetry()
         self._stop_publisher(max(1.0, deadline - time.monotonic()))
+        self.observability.stop()
 
     def _stop_publisher(self, timeout: float) -> None:
         if self.publisher is not None:

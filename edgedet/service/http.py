@@ -86,7 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body, ctype, code = b"not found: try /metrics /healthz /readyz /status\n", "text/plain", 404
         except Exception as exc:
             # a snapshot taken in the middle of a reload may fail; the next scrape will not
-            self.server.errors.error(path, "HTTP %s failed: %s", path, exc, exc_info=True)
+            self.server.errors.error(path, "HTTP %s failed: %s: %s", path, type(exc).__name__, exc)
             body, ctype, code = f"error: {exc}\n".encode(), "text/plain", 500
         self.send_response(code)
         self.send_header("Content-Type", ctype if "charset" in ctype else ctype + "; charset=utf-8")

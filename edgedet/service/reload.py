@@ -11,7 +11,7 @@ Stages and what restarts them:
 * inference (backend + decoder): ``model``, ``backend``, ``preprocess``, ``state_dir`` (engine cache);
 * the MQTT publisher: ``mqtt``, ``device_id`` (topics, client id), ``state_dir`` (outbox);
 * telemetry: ``telemetry``;
-* in place, no restart: ``log_level``, ``stats``, ``service``.
+* in place, no restart: ``log_level``, ``stats``, ``service``, ``http``, ``homeassistant``.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
 
     in_place = tuple(
         name
-        for name in ("log_level", "stats", "service")
+        for name in ("log_level", "stats", "service", "http", "homeassistant")
         if _dump(getattr(old, name)) != _dump(getattr(new, name))
     )
     return ReloadPlan(
