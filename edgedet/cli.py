@@ -58,6 +58,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return run_watch(args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from edgedet.commands.status import run_status
+
+    return run_status(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgedet.commands.bench import run_bench
 
@@ -139,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", type=Path, default=None, help="broker settings (TLS, user) from here")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
+
+    p = add("status", cmd_status, "the running daemon's status (its HTTP /status endpoint) as a table")
+    p.add_argument(
+        "--url", default=None, help="the daemon's HTTP address (default: from --config, else :9464)"
+    )
+    p.add_argument("--config", "-c", type=Path, default=None, help="take the address from http.listen here")
+    p.add_argument("--json", action="store_true", help="print the status document as JSON")
 
     p = add("bench", cmd_bench, "benchmarks: pipeline vs sequential vs inference alone (and more)")
     p.add_argument("--video", type=Path, default=None, help="video (default ../shared 1080p clip, else demo)")

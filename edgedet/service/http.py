@@ -40,8 +40,9 @@ class Endpoints:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    # the listener is ours alone: without SO_REUSEADDR a second daemon on the same port fails to bind
-    allow_reuse_address = False
+    # SO_REUSEADDR: a restarted daemon binds again at once although the connections it closed linger in
+    # TIME_WAIT; on Linux it never lets two listeners share a port (that is SO_REUSEPORT)
+    allow_reuse_address = True
 
     def __init__(self, address: ListenAddress, handler: Type[BaseHTTPRequestHandler], endpoints: Endpoints):
         self.address_family = address.family
