@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=2, help="parallel inference workers in (c)")
     p.add_argument(
         "--what",
-        choices=["pipeline", "outbox", "telemetry", "preprocess", "all"],
+        choices=["pipeline", "outbox", "telemetry", "preprocess", "http", "all"],
         default="pipeline",
         help="which benchmark",
     )

@@ -154,6 +154,13 @@ def test_discovery_entities_read_what_the_daemon_publishes(
         yard = {k: v for k, v in cmps.items() if k.startswith("yard_")}
         assert len(yard) == 6 and all(list(v) == ["p"] for v in yard.values())
         assert all("uniq_id" in v for k, v in cmps.items() if not k.startswith("yard_"))
+
+        # turning discovery off removes the device: an empty retained config
+        before = time.monotonic()
+        config["homeassistant"] = {"enabled": False}
+        daemon.write(config)
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: recorder.latest(DISCOVERY, since=before) == b"", 60, "the empty discovery config")
     finally:
         daemon.stop()
-    assert os.path.exists(tmp_path / "state" / "homeassistant.json")
+    assert not os.path.exists(tmp_path / "state" / "homeassistant.json")  # nothing left to remove

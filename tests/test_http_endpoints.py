@@ -28,7 +28,7 @@ from tests.conftest import DEMO_CLIP, DEMO_MODEL, REPO
 from tests.support.waiting import wait_for
 
 
-def demo_config(tmp: Path, listen: str = "127.0.0.1:0") -> Config:
+def demo_config(tmp: Path, listen: str = "127.0.0.1:0", enabled: bool = True) -> Config:
     text = f"""
 version: 1
 device_id: http-test
@@ -41,7 +41,7 @@ cameras:
     max_fps: 4
 mqtt: {{enabled: false}}
 telemetry: {{type: none}}
-http: {{listen: "{listen}"}}
+http: {{listen: "{listen}", enabled: {str(enabled).lower()}}}
 """
     return parse_config(text)
 
@@ -262,3 +262,25 @@ def test_bad_listen_address_is_a_config_error_with_its_line(
     with pytest.raises(ConfigError) as err:
         parse_config(text, source="c.yaml")
     assert any(p.startswith("c.yaml:4: http.listen:") and message in p for p in err.value.problems)
+
+
+def test_a_reload_moves_the_listener_and_can_turn_it_off(tmp_path: Path) -> None:
+    from edgedet.service.observe import DaemonView, Observability
+
+    obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None))
+    obs.start(demo_config(tmp_path))
+    try:
+        assert obs.http is not None
+        old_url = obs.http.url
+        assert get(old_url + "/readyz")[::2] == (503, "not ready: starting (loading the model)\n")
+        assert get(old_url + "/healthz")[::2] == (200, "starting: loading the model\n")
+        assert json.loads(get(old_url + "/status")[2]) == {"phase": "starting"}
+        obs.reconfigure(demo_config(tmp_path, listen="127.0.0.2:0"), None)
+        assert obs.http is not None and obs.http.url.startswith("http://127.0.0.2:")
+        assert get(obs.http.url + "/healthz")[0] == 200
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(old_url + "/healthz", timeout=5)
+        obs.reconfigure(demo_config(tmp_path, enabled=False), None)
+        assert obs.http is None
+    finally:
+        obs.stop()
