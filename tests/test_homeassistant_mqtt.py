@@ -144,6 +144,13 @@ def test_discovery_entities_read_what_the_daemon_publishes(
         count = comps["front_person_count"]
         assert int(render(count["value_template"], recorder.latest(count["state_topic"]) or b"")) >= 1
 
+        # a broker restarted without persistence forgot the retained config: it is announced again
+        mosquitto.restart()
+        restarted = time.monotonic()
+        wait_for(
+            lambda: recorder.latest(DISCOVERY, since=restarted), 60, "discovery after the broker restart"
+        )
+
         # a reload without the yard camera removes its entities (platform-only components)
         before = time.monotonic()
         config = ha_config(tmp_path, mosquitto, ("front",))

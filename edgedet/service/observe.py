@@ -78,6 +78,7 @@ class Observability:
         self._http_cfg: Optional[HttpConfig] = None
         self.homeassistant: Optional[HomeAssistantBridge] = None
         self._ha_key: Optional[Tuple[Any, ...]] = None
+        self._announced_at_connects: Optional[int] = None  # the publisher's connection count then
 
     # -- HTTP ----------------------------------------------------------------------------------
     def start(self, config: Config) -> None:
@@ -132,12 +133,26 @@ class Observability:
             return
         bridge = HomeAssistantBridge(ha, config.mqtt.events, publisher, cameras, telemetry, config.state_path)
         bridge.announce()
+        self._announced_at_connects = self._connects()
         self.homeassistant = bridge
+
+    def _connects(self) -> Optional[int]:
+        snap = self.view.snapshot()
+        value = snap.mqtt.counters.get("connects") if snap is not None else None
+        return None if value is None else int(value)
 
     def tick(self) -> None:
         bridge = self.homeassistant
-        if bridge is not None:
-            bridge.tick()
+        if bridge is None:
+            return
+        bridge.tick()
+        # announce again after every new connection: a broker restarted without persistence has
+        # forgotten the retained discovery configs (and Home Assistant then forgets the device)
+        connects = self._connects()
+        if connects is not None and connects != self._announced_at_connects:
+            if self._announced_at_connects is not None and connects > self._announced_at_connects:
+                bridge.announce()
+            self._announced_at_connects = connects
 
     # -- reload and stop -----------------------------------------------------------------------
     def reconfigure(self, config: Config, publisher: Optional[MqttPublisher]) -> None:
