@@ -161,6 +161,8 @@ def test_discovery_entities_read_what_the_daemon_publishes(
         yard = {k: v for k, v in cmps.items() if k.startswith("yard_")}
         assert len(yard) == 6 and all(list(v) == ["p"] for v in yard.values())
         assert all("uniq_id" in v for k, v in cmps.items() if not k.startswith("yard_"))
+        yard_state = comps["yard_person_count"]["state_topic"]
+        wait_for(lambda: recorder.latest(yard_state, since=before) == b"", 30, "the yard occupancy cleared")
 
         # turning discovery off removes the device: an empty retained config
         before = time.monotonic()

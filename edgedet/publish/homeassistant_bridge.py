@@ -158,6 +158,11 @@ class HomeAssistantBridge:
                         state.counts[cls] = 0
             self._publish_occupancy(camera)
 
+    def clear_occupancy(self, cameras: Sequence[str]) -> None:
+        """Empty the retained occupancy state of cameras that are gone."""
+        for camera in cameras:
+            self.publisher.publish_retained(self.topics.occupancy_of(camera), b"")
+
     def _publish_occupancy(self, camera: str, force: bool = False) -> None:
         state = self._state[camera]
         now = time.monotonic()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, Optional, Tuple, Type
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from edgedet.runtime.ratelimit import RateLimitedLog
@@ -35,7 +36,7 @@ class Endpoints:
     health: Check  # /healthz: the same verdict that gates the systemd watchdog pings
     ready: Check  # /readyz: model loaded and at least one camera streaming
     status: Callable[[], Mapping[str, Any]]  # /status: the status snapshot as JSON-able data
-    registry: Any  # /metrics: a prometheus_client CollectorRegistry
+    registry: CollectorRegistry  # /metrics
 
 
 class _Server(ThreadingHTTPServer):
@@ -106,7 +107,7 @@ def _verdict(result: Tuple[bool, str]) -> Tuple[bytes, str, int]:
     return (reason + "\n").encode(), "text/plain", 200 if ok else 503
 
 
-def _metrics(registry: Any, accept: str) -> Tuple[bytes, str, int]:
+def _metrics(registry: CollectorRegistry, accept: str) -> Tuple[bytes, str, int]:
     encoder, ctype = choose_encoder(accept)
     return encoder(registry), ctype, 200
 

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -54,6 +54,7 @@ class LatencyHistograms:
             registry=registry,
         )
         # label children resolved once: .labels() costs a lock and a dict lookup per call
+        self._inference: Dict[Tuple[str, str], Any] = {}
         self._children = {
             label: self.stage.labels(label) for label in [*STAGES.values(), "capture_to_publish"]
         }
@@ -68,7 +69,11 @@ class LatencyHistograms:
         infer = result.timings_ms.get("infer")
         snap = self._snapshot()
         if infer is not None and snap is not None:
-            self.inference.labels(snap.model.backend, snap.model.precision).observe(infer / 1000.0)
+            labels = (snap.model.backend, snap.model.precision)
+            child = self._inference.get(labels)
+            if child is None:
+                child = self._inference[labels] = self.inference.labels(*labels)
+            child.observe(infer / 1000.0)
 
 
 def _counter(name: str, doc: str, labels: List[str]) -> CounterMetricFamily:

@@ -125,7 +125,10 @@ class Observability:
         if key == self._ha_key:
             return
         self._ha_key = key
-        self.homeassistant = None
+        old, self.homeassistant = self.homeassistant, None
+        if old is not None and old.publisher is publisher:
+            # a camera that is gone (or discovery turned off) leaves no retained occupancy behind
+            old.clear_occupancy([c for c in old.cameras if c not in cameras or not ha.enabled])
         if publisher is None:
             return
         if not ha.enabled:
