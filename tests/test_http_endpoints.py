@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgedet.commands.status import format_status
@@ -23,7 +23,11 @@ from edgedet.errors import ConfigError
 from edgedet.service.daemon import Daemon
 from edgedet.service.http import Endpoints, HttpServer
 from edgedet.service.http_config import parse_listen
-from edgedet.service.observe import readiness
+from edgedet.service.metrics import SnapshotCollector, dpkg_version, l4t_release
+from edgedet.service.observe import DaemonView, Observability, readiness
+from edgedet.service.status import TelemetryStatus
+from edgedet.telemetry.reading import reading_from_tegrastats
+from edgedet.telemetry.tegrastats_parse import parse_tegrastats
 from tests.conftest import DEMO_CLIP, DEMO_MODEL, REPO
 from tests.support.waiting import wait_for
 
@@ -265,7 +269,6 @@ def test_bad_listen_address_is_a_config_error_with_its_line(
 
 
 def test_a_reload_moves_the_listener_and_can_turn_it_off(tmp_path: Path) -> None:
-    from edgedet.service.observe import DaemonView, Observability
 
     obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None))
     obs.start(demo_config(tmp_path))
@@ -284,3 +287,44 @@ def test_a_reload_moves_the_listener_and_can_turn_it_off(tmp_path: Path) -> None
         assert obs.http is None
     finally:
         obs.stop()
+
+
+ORIN_LINE_ROW = 11  # tests/data/tegrastats/lines.tsv: a real AGX Orin line (JetPack 6)
+
+
+def test_telemetry_metrics_come_from_a_real_tegrastats_reading(daemon: Daemon) -> None:
+
+    row = (REPO / "tests" / "data" / "tegrastats" / "lines.tsv").read_text().splitlines()[ORIN_LINE_ROW]
+    reading = reading_from_tegrastats(parse_tegrastats(row.split("\t")[3]))
+    sensor, hottest = reading.max_temperature()
+    telemetry = TelemetryStatus(
+        "tegrastats", reading.total_power_mw, "sum", hottest, sensor, 40.0, None, None
+    )
+    snap = dataclasses.replace(daemon.status, telemetry=telemetry)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snap, lambda: reading))
+
+    samples = metric_samples(generate_latest(registry).decode())
+    temps = {dict(k)["sensor"]: v for k, v in samples["edgedet_temperature_celsius"].items()}
+    assert temps == {k: v for k, v in reading.temperatures.items() if v is not None} and temps
+    rails = {dict(k)["rail"]: v for k, v in samples["edgedet_power_rail_watts"].items()}
+    assert (
+        rails == {k: cur / 1000.0 for k, (cur, _) in reading.power_rails.items() if cur is not None} and rails
+    )
+    assert samples["edgedet_gpu_load_ratio"][()] == 0.4
+    assert samples["edgedet_temperature_max_celsius"][()] == hottest
+
+
+def test_platform_versions_are_read_from_real_file_formats() -> None:
+
+    release = (
+        "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1"
+    )
+    assert l4t_release(release) == "R35.4.1"
+    assert l4t_release("garbage") is None
+    status = (
+        "Package: nvidia-jetpack-core\nStatus: install ok installed\nVersion: 5.1.2-b104\n\n"
+        "Package: nvidia-jetpack\nStatus: deinstall ok config-files\nVersion: 5.1.1-b56\n\n"
+    )
+    assert dpkg_version(status, "nvidia-jetpack-core") == "5.1.2-b104"
+    assert dpkg_version(status, "nvidia-jetpack") is None  # removed: not what runs
