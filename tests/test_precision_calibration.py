@@ -69,12 +69,14 @@ def test_video_frames_are_spread_over_the_clip(spec: InputSpec) -> None:
     assert not np.array_equal(calib.tensors[0], calib.tensors[-1])
 
 
-def test_missing_path(tmp_path: Path, spec: InputSpec) -> None:
+def test_calibration_path_that_does_not_exist_is_a_calibration_error(tmp_path: Path, spec: InputSpec) -> None:
     with pytest.raises(CalibrationError, match="does not exist"):
         load_calibration(tmp_path / "nope", DEMO_MODEL, spec=spec)
 
 
-def test_empty_folder(tmp_path: Path, spec: InputSpec) -> None:
+def test_empty_calibration_folder_is_a_calibration_error_saying_empty(
+    tmp_path: Path, spec: InputSpec
+) -> None:
     with pytest.raises(CalibrationError, match="is empty"):
         load_calibration(tmp_path, DEMO_MODEL, spec=spec)
 

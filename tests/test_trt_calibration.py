@@ -80,7 +80,7 @@ def test_unreadable_images_are_skipped_and_all_bad_is_an_error(calib_dir: Path, 
         list(iter_frames(bad, 5))
 
 
-def test_bad_sources(tmp_path: Path) -> None:
+def test_unusable_calibration_sources_are_backend_errors_naming_the_problem(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")

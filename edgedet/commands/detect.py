@@ -12,19 +12,19 @@ from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
-from edgedet.config import DEMO_CONFIG, Config
+from edgedet.app import load_model_stage
+from edgedet.config import DEMO_CONFIG, Config, load_config
 from edgedet.errors import SourceError, require
+from edgedet.models.detector import ImageDetector
+from edgedet.publish.messages import build_detections_message
+from edgedet.sources.suffixes import IMAGE_SUFFIXES
 from edgedet.types import Detection, DetectionResult
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 def detect_config(args: argparse.Namespace) -> Config:
     """The model and backend settings: from --config when given, else the bundled demo model."""
-    from edgedet.config import load_config
-
     config = load_config(args.config) if args.config is not None else load_config(DEMO_CONFIG)
     updates: dict = {}
     if args.model is not None:
@@ -84,25 +84,17 @@ def _color(class_id: int) -> Tuple[int, int, int]:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from edgedet.app import load_model_stage
-    from edgedet.preprocess.cpu import CpuPreprocessor
-    from edgedet.publish.messages import build_detections_message
-
     config = detect_config(args)
     stage = load_model_stage(config)
-    pre = CpuPreprocessor(stage.spec)
-    buf = pre.allocate()
+    detector = ImageDetector(stage.backend, stage.postprocessor, stage.spec, preprocess="cpu")
     writer: Any = None
     camera = args.path.stem
     device_id = config.resolved_device_id
     try:
         for index, frame, fps in iter_frames(args.path, args.max_frames):
             now_wall, now_mono = time.time(), time.monotonic()
-            letterbox = pre.run(frame, buf)
-            t0 = time.monotonic()
-            outputs = stage.backend.infer({stage.spec.name: buf})
-            t1 = time.monotonic()
-            detections = stage.postprocessor(outputs, [letterbox])[0]
+            detections, letterbox = detector.detect_with_letterbox(frame)
+            timings = detector.timings_ms
             result = DetectionResult(
                 camera=camera,
                 seq=index,
@@ -111,7 +103,7 @@ def run_detect(args: argparse.Namespace) -> int:
                 source_width=letterbox.source_width,
                 source_height=letterbox.source_height,
                 detections=tuple(detections),
-                timings_ms={"infer": (t1 - t0) * 1000.0, "decode": (time.monotonic() - t1) * 1000.0},
+                timings_ms={"infer": timings["infer"], "decode": timings["postprocess"]},
             )
             message = build_detections_message(result, stage.model_info, device_id=device_id, seq=index)
             print(json.dumps(message, separators=(",", ":")), flush=True)
@@ -120,6 +112,7 @@ def run_detect(args: argparse.Namespace) -> int:
     finally:
         if writer is not None and not isinstance(writer, bool):
             writer.release()
+        detector.close()
         stage.close()
     if args.output is not None:
         log.info("annotated output written to %s", args.output)

@@ -25,15 +25,20 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.errors import EdgedetError, SourceError, require
+from edgedet.models.config import ModelConfig
+from edgedet.models.postprocess import build_postprocessor, input_spec_for
 from edgedet.precision.errors import CalibrationError
+from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.sources.config import RtspSource, V4l2Source
+from edgedet.sources.registry import open_reader
 from edgedet.sources.sampling import iter_video_samples
+from edgedet.sources.suffixes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from edgedet.types import InputSpec
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".ts", ".h264", ".h265", ".mjpeg")
 TENSOR_SUFFIX = ".npy"
 # smaller images carry too little content to say anything about activation ranges after upscaling
 MIN_SIDE = 32
@@ -81,9 +86,6 @@ class CalibrationSet:
 
 def model_input_spec(model_path: Union[str, Path], model_cfg: Any = None) -> InputSpec:
     """The preprocessing ``model_path`` needs (size, colour order, scaling), as inference would use it."""
-    from edgedet.backends.onnxruntime import OnnxRuntimeBackend
-    from edgedet.models.config import ModelConfig
-    from edgedet.models.postprocess import build_postprocessor, input_spec_for
 
     cfg = model_cfg or ModelConfig(path=str(model_path))
     backend = OnnxRuntimeBackend(model_path, threads=1)
@@ -265,19 +267,13 @@ def _live_config(source: Source) -> Any:
         return source
     text = str(source)
     if text.startswith(("rtsp://", "rtsps://")):
-        from edgedet.sources.config import RtspSource
-
         return RtspSource(type="rtsp", url=text)
     if text.startswith("/dev/video"):
-        from edgedet.sources.config import V4l2Source
-
         return V4l2Source(type="v4l2", device=text)
     return None
 
 
 def _live_frames(cfg: Any, limit: int, interval_s: float, timeout_s: float) -> List[Tuple[str, np.ndarray]]:
-    from edgedet.sources.registry import open_reader
-
     reader = open_reader(cfg)
     frames: List[Tuple[str, np.ndarray]] = []
     try:
@@ -313,8 +309,6 @@ def _live_frames(cfg: Any, limit: int, interval_s: float, timeout_s: float) -> L
 
 
 def _preprocess(images: Sequence[np.ndarray], spec: InputSpec) -> List[np.ndarray]:
-    from edgedet.preprocess.cpu import CpuPreprocessor
-
     pre = CpuPreprocessor(spec)
     out: List[np.ndarray] = []
     try:

@@ -28,6 +28,7 @@ from edgedet.app import (
 from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
 from edgedet.publish.mqtt import MqttPublisher, resolve_password
+from edgedet.runtime.worker import Worker
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
 from edgedet.service.observe import DaemonView, Observability, latest_reading
@@ -175,8 +176,11 @@ class Daemon:
         if pipeline is None:
             return False, "pipeline not running"
         ages = {name: worker_age(w) for name, w in pipeline.workers().items()}
-        captures = {f"capture-{name}" for name in pipeline.captures}
-        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=captures)
+        optional = {f"capture-{name}" for name in pipeline.captures}
+        if isinstance(self.telemetry, Worker):  # shown in STATUS, never critical: not worth a restart
+            ages[self.telemetry.thread_name] = worker_age(self.telemetry)
+            optional.add(self.telemetry.thread_name)
+        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=optional)
 
     def supervise_once(self) -> Optional[int]:
         """One pass of the supervisor; returns an exit code when the daemon must end."""
