@@ -18,11 +18,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgedet.commands.status import format_status
-from edgedet.config import Config, parse_config
+from edgedet.config import Config, parse_config, parse_listen
 from edgedet.errors import ConfigError
 from edgedet.service.daemon import Daemon
 from edgedet.service.http import Endpoints, HttpServer
-from edgedet.service.http_config import parse_listen
 from edgedet.service.metrics import SnapshotCollector, dpkg_version, l4t_release
 from edgedet.service.observe import DaemonView, Observability, readiness
 from edgedet.service.status import TelemetryStatus

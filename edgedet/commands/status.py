@@ -8,9 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any, List, Mapping, Optional, Sequence
 
-from edgedet.config import load_config
+from edgedet.config import DEFAULT_LISTEN, load_config, parse_listen
 from edgedet.errors import EdgedetError
-from edgedet.service.http_config import DEFAULT_LISTEN, parse_listen
 
 TIMEOUT_S = 5.0
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, Mapping, Optional, Tuple, Type
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from edgedet.config import ListenAddress
 from edgedet.runtime.ratelimit import RateLimitedLog
 from edgedet.runtime.worker import Worker
-from edgedet.service.http_config import ListenAddress
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from edgedet.config import Config
+from edgedet.config import Config, HttpConfig
 from edgedet.publish.homeassistant_bridge import HomeAssistantBridge, withdraw
 from edgedet.publish.mqtt import MqttPublisher
 from edgedet.service.http import Endpoints, HttpServer
-from edgedet.service.http_config import HttpConfig
 from edgedet.service.metrics import make_registry
 from edgedet.service.status import DaemonStatus
 from edgedet.telemetry.base import TelemetryReader
