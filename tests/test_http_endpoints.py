@@ -327,3 +327,17 @@ def test_platform_versions_are_read_from_real_file_formats() -> None:
     )
     assert dpkg_version(status, "nvidia-jetpack-core") == "5.1.2-b104"
     assert dpkg_version(status, "nvidia-jetpack") is None  # removed: not what runs
+
+
+def test_a_failed_http_server_is_started_again_by_the_supervisor(tmp_path: Path) -> None:
+    obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None))
+    obs.start(demo_config(tmp_path))
+    try:
+        first = obs.http
+        assert first is not None
+        first.failure = OSError("select failed")  # what Worker records when step() raised
+        obs.tick()
+        assert obs.http is not None and obs.http is not first and obs.http.failure is None
+        assert get(obs.http.url + "/healthz")[0] == 200
+    finally:
+        obs.stop()

@@ -51,6 +51,10 @@ class _Server(ThreadingHTTPServer):
         self.errors = RateLimitedLog(log, interval_s=60.0)
         super().__init__((address.host, address.port), handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # the base class prints a traceback to stderr; a scraper that hangs up mid-answer is no error
+        log.debug("HTTP: request from %s ended early", client_address, exc_info=True)
+
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:
             # "[::]" means IPv6 only here; dual-stack behaviour would depend on a sysctl

@@ -144,6 +144,14 @@ class Observability:
         return None if value is None else int(value)
 
     def tick(self) -> None:
+        """From the supervisor's loop: keep the HTTP server serving, feed Home Assistant's state."""
+        http = self.http
+        if http is not None and http.failure is not None:
+            log.error("HTTP server failed (%s); starting it again", http.failure)
+            cfg, self._http_cfg = self._http_cfg, None
+            self._stop_http()
+            if cfg is not None:
+                self._set_http(cfg)
         bridge = self.homeassistant
         if bridge is None:
             return
