@@ -269,7 +269,7 @@ def test_bad_listen_address_is_a_config_error_with_its_line(
 
 def test_a_reload_moves_the_listener_and_can_turn_it_off(tmp_path: Path) -> None:
 
-    obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None))
+    obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None, lambda: None))
     obs.start(demo_config(tmp_path))
     try:
         assert obs.http is not None
@@ -330,7 +330,7 @@ def test_platform_versions_are_read_from_real_file_formats() -> None:
 
 
 def test_a_failed_http_server_is_started_again_by_the_supervisor(tmp_path: Path) -> None:
-    obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None))
+    obs = Observability(DaemonView(lambda: None, lambda: (True, "ok"), lambda: None, lambda: None))
     obs.start(demo_config(tmp_path))
     try:
         first = obs.http

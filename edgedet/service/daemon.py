@@ -31,7 +31,7 @@ from edgedet.publish.mqtt import MqttPublisher, resolve_password
 from edgedet.runtime.worker import Worker
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
-from edgedet.service.observe import DaemonView, Observability, latest_reading
+from edgedet.service.observe import DaemonView, Observability, latest_reading, model_info
 from edgedet.service.reload import plan_reload
 from edgedet.service.status import (
     DaemonStatus,
@@ -83,7 +83,12 @@ class Daemon:
         self._last_status_time = 0.0
         # HTTP endpoints and Home Assistant discovery read the snapshot; they never reach into stages
         self.observability = Observability(
-            DaemonView(lambda: self._status, self.health, lambda: latest_reading(self.telemetry))
+            DaemonView(
+                lambda: self._status,
+                self.health,
+                lambda: latest_reading(self.telemetry),
+                lambda: model_info(self.pipeline),
+            )
         )
 
     # -- start ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from edgedet import __version__
+from edgedet.publish.messages import ModelInfo
 from edgedet.service.status import DaemonStatus
 from edgedet.telemetry.reading import Reading
 from edgedet.types import DetectionResult
@@ -32,13 +33,14 @@ STAGES = {"preprocess": "preprocess", "wait": "wait", "infer": "inference", "dec
 
 Snapshot = Callable[[], Optional[DaemonStatus]]
 LatestReading = Callable[[], Optional[Reading]]
+CurrentModel = Callable[[], Optional[ModelInfo]]  # the running pipeline's model (frames flow only then)
 
 
 class LatencyHistograms:
     """Per-stage and capture-to-publish latency histograms, and inference time per backend and precision."""
 
-    def __init__(self, registry: CollectorRegistry, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
+    def __init__(self, registry: CollectorRegistry, model: CurrentModel) -> None:
+        self._model = model
         self.stage = Histogram(
             "edgedet_stage_latency_seconds",
             "Time a frame spent in each stage; capture_to_publish is the whole way from the camera to MQTT",
@@ -67,9 +69,9 @@ class LatencyHistograms:
                 self._children[label].observe(ms / 1000.0)
         self._children["capture_to_publish"].observe(max(0.0, time.monotonic() - result.capture_monotonic))
         infer = result.timings_ms.get("infer")
-        snap = self._snapshot()
-        if infer is not None and snap is not None:
-            labels = (snap.model.backend, snap.model.precision)
+        model = self._model()
+        if infer is not None and model is not None:
+            labels = (model.backend, model.precision)
             child = self._inference.get(labels)
             if child is None:
                 child = self._inference[labels] = self.inference.labels(*labels)
@@ -303,9 +305,11 @@ def build_info() -> Dict[str, str]:
     return info
 
 
-def make_registry(snapshot: Snapshot, reading: LatestReading) -> Tuple[CollectorRegistry, LatencyHistograms]:
+def make_registry(
+    snapshot: Snapshot, reading: LatestReading, model: CurrentModel
+) -> Tuple[CollectorRegistry, LatencyHistograms]:
     """A registry of its own (not prometheus_client's global one, which tests and reloads would share)."""
     registry = CollectorRegistry(auto_describe=False)
-    histograms = LatencyHistograms(registry, snapshot)
+    histograms = LatencyHistograms(registry, model)
     registry.register(SnapshotCollector(snapshot, reading))
     return registry, histograms

@@ -1,8 +1,8 @@
 """What the daemon shows to the tools around it: the HTTP endpoints and Home Assistant discovery.
 
-The daemon builds one ``Observability`` with a ``DaemonView`` (three callables: the latest status
-snapshot, the watchdog's health verdict, the latest telemetry reading), passes ``observe`` as a result
-sink to the pipeline, and calls ``attach``/``tick``/``reconfigure``/``stop`` from the supervisor. The
+The daemon builds one ``Observability`` with a ``DaemonView`` (callables: the latest status snapshot,
+the watchdog's health verdict, the latest telemetry reading, the running model), passes ``observe`` as a
+result sink to the pipeline, and calls ``attach``/``tick``/``reconfigure``/``stop`` from the supervisor. The
 endpoints' answers (``liveness``, ``readiness``, ``status_document``) are pure functions of the snapshot.
 """
 
@@ -12,8 +12,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from edgedet.app import Pipeline
 from edgedet.config import Config, HttpConfig
 from edgedet.publish.homeassistant_bridge import HomeAssistantBridge, withdraw
+from edgedet.publish.messages import ModelInfo
 from edgedet.publish.mqtt import MqttPublisher
 from edgedet.service.http import Endpoints, HttpServer
 from edgedet.service.metrics import make_registry
@@ -32,10 +34,15 @@ class DaemonView:
     snapshot: Callable[[], Optional[DaemonStatus]]  # None until the pipeline is built
     health: Callable[[], Verdict]  # the verdict that gates systemd's watchdog pings
     reading: Callable[[], Optional[Reading]]
+    model: Callable[[], Optional[ModelInfo]]  # the running pipeline's model; None before it is built
 
 
 def latest_reading(reader: Optional[TelemetryReader]) -> Optional[Reading]:
     return None if reader is None else reader.latest()
+
+
+def model_info(pipeline: Optional[Pipeline]) -> Optional[ModelInfo]:
+    return None if pipeline is None else pipeline.model.model_info
 
 
 def liveness(snap: Optional[DaemonStatus], health: Callable[[], Verdict]) -> Verdict:
@@ -72,7 +79,7 @@ def status_document(snap: Optional[DaemonStatus]) -> Dict[str, Any]:
 class Observability:
     def __init__(self, view: DaemonView) -> None:
         self.view = view
-        self.registry, self.histograms = make_registry(view.snapshot, view.reading)
+        self.registry, self.histograms = make_registry(view.snapshot, view.reading, view.model)
         self.http: Optional[HttpServer] = None
         self._http_cfg: Optional[HttpConfig] = None
         self.homeassistant: Optional[HomeAssistantBridge] = None
