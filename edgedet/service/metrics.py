@@ -103,10 +103,10 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        if self._build is None or (snap is not None and not self._build["tensorrt"]):
-            # read once the model is loaded (the TensorRT module is imported by then)
-            self._build = build_info()
+        if self._build is None:
+            self._build = platform_info()  # files read once: the platform does not change under us
         info = dict(self._build)
+        info["tensorrt"] = tensorrt_version()
         if snap is not None:
             info.update(backend=snap.model.backend, precision=snap.model.precision, model=snap.model.name)
         yield InfoMetricFamily("edgedet_build", "edgedet version, model, backend and platform versions", info)
@@ -283,13 +283,17 @@ def l4t_release(text: str) -> Optional[str]:
     return f"R{m.group(1)}.{m.group(2)}" if m else None
 
 
-def build_info() -> Dict[str, str]:
-    """Versions for ``edgedet_build_info``; empty strings where unknown (off a Jetson)."""
-    trt = sys.modules.get("tensorrt")  # loaded by the tensorrt backend; never imported from here
+def tensorrt_version() -> str:
+    """The loaded TensorRT's version ("" when the tensorrt backend has not imported it)."""
+    trt = sys.modules.get("tensorrt")  # never imported from here: only the tensorrt backend does
+    return str(getattr(trt, "__version__", "")) if trt is not None else ""
+
+
+def platform_info() -> Dict[str, str]:
+    """edgedet, Python, JetPack and L4T versions for ``edgedet_build_info``; "" where unknown."""
     info = {
         "version": __version__,
         "python": ".".join(str(v) for v in sys.version_info[:3]),
-        "tensorrt": str(getattr(trt, "__version__", "")) if trt is not None else "",
         "jetpack": "",
         "l4t": "",
     }
