@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+import yaml
 
+from edgedet.config import load_config
+from edgedet.service.daemon import Daemon
 from tests.support.broker import Mosquitto
 from tests.support.daemon_harness import RunningDaemon, daemon_config
 from tests.support.ha_schema import check_device, check_entity, parse_device_discovery
@@ -173,3 +176,21 @@ def test_discovery_entities_read_what_the_daemon_publishes(
     finally:
         daemon.stop()
     assert not os.path.exists(tmp_path / "state" / "homeassistant.json")  # nothing left to remove
+
+
+def test_no_temperature_or_power_entities_when_no_telemetry_source_runs(
+    tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder
+) -> None:
+    config = ha_config(tmp_path, mosquitto, ("front",))
+    config["telemetry"] = {"type": "tegrastats", "tegrastats_path": str(tmp_path / "no-tegrastats")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    daemon = Daemon(load_config(tmp_path / "c.yaml"))
+    daemon.start()  # telemetry cannot start: logged, and the daemon runs without it
+    try:
+        assert daemon.telemetry is None
+        payload = wait_for(lambda: recorder.latest(DISCOVERY), 30, "the discovery config")
+        cmps = json.loads(payload)["cmps"]
+        assert "temperature" not in cmps and "power" not in cmps
+        assert {"inference_time", "outbox_depth", "front_connected"} <= set(cmps)
+    finally:
+        daemon.stop()

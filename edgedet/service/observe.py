@@ -85,6 +85,7 @@ class Observability:
         self.homeassistant: Optional[HomeAssistantBridge] = None
         self._ha_key: Optional[Tuple[Any, ...]] = None
         self._announced_at_connects: Optional[int] = None  # the publisher's connection count then
+        self._attached: Optional[Tuple[Config, Optional[MqttPublisher]]] = None
 
     # -- HTTP ----------------------------------------------------------------------------------
     def start(self, config: Config) -> None:
@@ -124,9 +125,12 @@ class Observability:
     # -- Home Assistant ------------------------------------------------------------------------
     def attach(self, config: Config, publisher: Optional[MqttPublisher]) -> None:
         """(Re)announce Home Assistant discovery when its inputs changed; withdraw it when turned off."""
+        self._attached = (config, publisher)
         ha = config.homeassistant
         cameras = tuple(c.name for c in config.cameras if c.enabled)
-        telemetry = config.telemetry.type != "none"
+        # temperature and power entities only while a telemetry source really runs ("auto" may find none)
+        snap = self.view.snapshot()
+        telemetry = snap is not None and snap.telemetry is not None
         key = (ha, cameras, telemetry, config.mqtt.events, id(publisher))
         if key == self._ha_key:
             return
@@ -159,6 +163,8 @@ class Observability:
             self._stop_http()
             if cfg is not None:
                 self._set_http(cfg)
+        if self._attached is not None:
+            self.attach(*self._attached)  # a no-op unless something it depends on changed
         bridge = self.homeassistant
         if bridge is None:
             return
@@ -178,4 +184,5 @@ class Observability:
 
     def stop(self) -> None:
         self.homeassistant = None
+        self._attached = None
         self._stop_http()
