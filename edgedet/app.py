@@ -25,6 +25,8 @@ from edgedet.runtime.worker import Worker
 from edgedet.sources import open_reader
 from edgedet.sources.capture import CaptureState, CaptureStatus, CaptureWorker
 from edgedet.sources.config import FileSource
+from edgedet.tracking.stage import Tracking
+from edgedet.tracking.values import TrackingUpdate
 from edgedet.types import DetectionResult, InputSpec
 
 if TYPE_CHECKING:
@@ -123,6 +125,9 @@ class Pipeline:
     publisher: Optional[MqttPublisher] = None
     stats: PipelineStats = field(default_factory=PipelineStats)
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
+    tracking: Optional[Tracking] = None
+    # see every tracking update after the publisher (metrics of tracks, zones and lines)
+    tracking_sinks: List[Callable[[TrackingUpdate], None]] = field(default_factory=list)
 
     def workers(self) -> Dict[str, Worker]:
         out: Dict[str, Worker] = {w.name: w for w in self.inference}
@@ -206,13 +211,17 @@ def build_capture(
     def reader_factory() -> FrameReader:
         return open_reader(source)
 
-    return CaptureWorker(camera, reader_factory, preprocessor, slot, retry_first_open=retry_first_open)
+    keep_image = pipeline.tracking is not None and pipeline.tracking.wants_images  # for snapshots
+    return CaptureWorker(
+        camera, reader_factory, preprocessor, slot, keep_image=keep_image, retry_first_open=retry_first_open
+    )
 
 
 def build_pipeline(
     config: Config,
     publisher: Optional[MqttPublisher] = None,
     extra_sinks: Optional[List[Callable[[DetectionResult], None]]] = None,
+    tracking_sinks: Optional[List[Callable[[TrackingUpdate], None]]] = None,
 ) -> Pipeline:
     """Load the model and wire capture -> inference -> post-processing -> sinks (nothing started)."""
     model = load_model_stage(config)
@@ -230,6 +239,8 @@ def build_pipeline(
     pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])
+    pipeline.tracking_sinks = list(tracking_sinks or [])
+    pipeline.tracking = Tracking(config.tracking, config.mqtt.events, config.state_path)
     pipeline.post.sinks.append(_result_sink(pipeline))
     for camera in config.cameras:
         if camera.enabled:
@@ -240,7 +251,15 @@ def build_pipeline(
 def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
     def sink(result: DetectionResult) -> None:
         start = time.monotonic()
-        if pipeline.publisher is not None:
+        if pipeline.tracking is not None:
+            update = pipeline.tracking.process(result)
+            result = update.result or result
+            result.timings_ms["track"] = (time.monotonic() - start) * 1000.0
+            if pipeline.publisher is not None:
+                pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+            for tracking_sink in pipeline.tracking_sinks:
+                tracking_sink(update)
+        elif pipeline.publisher is not None:
             pipeline.publisher.publish_detections(result, pipeline.model.model_info)
         for extra in pipeline.extra_sinks:
             extra(result)
@@ -249,6 +268,17 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
         pipeline.stats.record(result, done)
 
     return sink
+
+
+def expire_tracking(pipeline: Pipeline, now: float) -> None:
+    """Presence `cleared` for cameras that stopped sending frames (call now and then)."""
+    if pipeline.tracking is None:
+        return
+    update = pipeline.tracking.expire(now)
+    if pipeline.publisher is not None:
+        pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+    for tracking_sink in pipeline.tracking_sinks:
+        tracking_sink(update)
 
 
 def start_pipeline(pipeline: Pipeline) -> None:

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=None, help="write an annotated image or video here")
     p.add_argument("--score", type=float, default=None, help="score threshold")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after N frames")
+    p.add_argument(
+        "--track", action="store_true", help="track objects: ids, object events, zones and lines (tracking:)"
+    )
+    p.add_argument(
+        "--camera", default=None, help="whose zones and lines to use with --track (default: the first camera)"
+    )
 
     p = add("eval", run_eval, "COCO mAP of a model (or several variants side by side) on labelled images")
     p.add_argument("--model", type=Path, action="append", default=None, help="ONNX model; repeat to compare")

@@ -21,7 +21,9 @@ TOPICS = Topics(
     status="edgedet/dev-1/status",
     stats="edgedet/dev-1/stats",
     telemetry="edgedet/dev-1/telemetry",
-    occupancy="edgedet/dev-1/{camera}/occupancy",
+    presence="edgedet/dev-1/{camera}/presence",
+    zones={("front", "porch"): "edgedet/dev-1/front/zones/porch"},
+    lines={("front", "gate"): "edgedet/dev-1/front/lines/gate"},
 )
 
 
@@ -142,3 +144,17 @@ def test_without_telemetry_there_are_no_temperature_or_power_entities() -> None:
 def test_bad_discovery_prefix_is_refused(prefix: str) -> None:
     with pytest.raises(ValueError):
         HomeAssistantConfig(discovery_prefix=prefix)
+
+
+def test_zones_and_lines_get_occupancy_and_in_out_entities() -> None:
+    cfg = HomeAssistantConfig(enabled=True, classes=["person"])
+    items = entities(("front", "yard"), cfg.classes, TOPICS, False, {"front": ["porch"]}, {"front": ["gate"]})
+    messages, _ = discovery_messages(cfg, "dev-1", TOPICS, items)
+    _, comps = parse_device_discovery(messages[0].payload)
+    assert [check_entity(c.pop("platform"), c) for c in dict(comps).values()] == [[]] * len(comps)
+    assert comps["front_zone_porch_occupancy"]["state_topic"] == "edgedet/dev-1/front/zones/porch"
+    assert comps["front_zone_porch_occupancy"]["device_class"] == "occupancy"
+    assert comps["front_zone_porch_count"]["value_template"] == "{{ value_json.total }}"
+    assert comps["front_line_gate_in"]["state_class"] == "total_increasing"
+    assert comps["front_line_gate_out"]["value_template"] == "{{ value_json.total_out }}"
+    assert not any(cid.startswith("yard_zone") or cid.startswith("yard_line") for cid in comps)

@@ -94,6 +94,14 @@ def ha_config(tmp_path: Path, broker: Mosquitto, cameras: Tuple[str, ...]) -> Di
         cameras=cameras,
         telemetry={"type": "tegrastats", "tegrastats_path": str(FAKE_TEGRASTATS), "interval_s": 0.5},
         homeassistant={"enabled": True, "classes": ["person", "car"]},
+        tracking={  # the whole frame as a zone, and a line across the middle of the street
+            "cameras": {
+                "front": {
+                    "zones": [{"name": "street", "points": [[0, 0], [1, 0], [1, 1], [0, 1]]}],
+                    "lines": [{"name": "middle", "points": [[0, 0.5], [1, 0.5]]}],
+                }
+            }
+        },
         http={"enabled": False},
     )
 
@@ -114,7 +122,7 @@ def test_discovery_entities_read_what_the_daemon_publishes(
             problems += check_entity(c["platform"], {k: v for k, v in c.items() if k != "platform"})
         assert problems == []
         ids = [c["unique_id"] for c in comps.values()]
-        assert len(ids) == len(set(ids)) == 4 + 2 * (2 + 2 * 2)
+        assert len(ids) == len(set(ids)) == 4 + 2 * (2 + 2 * 2) + 2 + 2  # device, cameras, zone, line
 
         # availability: the retained status topic the device points at says online
         assert wait_for(lambda: recorder.latest(shared["availability_topic"]), 10, "status") == b"online"

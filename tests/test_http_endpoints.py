@@ -11,7 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -46,6 +46,11 @@ cameras:
 mqtt: {{enabled: false}}
 telemetry: {{type: none}}
 http: {{listen: "{listen}", enabled: {str(enabled).lower()}}}
+tracking:
+  cameras:
+    demo:
+      zones: [{{name: street, points: [[0, 0], [1, 0], [1, 1], [0, 1]]}}]
+      lines: [{{name: middle, points: [[0, 0.5], [1, 0.5]]}}]
 """
     return parse_config(text)
 
@@ -360,3 +365,26 @@ def test_platform_files_are_read_once_not_at_every_scrape(
     assert jetpack() == "6.2+b77"
     status.unlink()  # a multi-megabyte file on a Jetson: reading it per scrape cost 12 ms of CPU
     assert jetpack() == "6.2+b77"
+
+
+def test_tracks_zone_occupancy_and_line_counts_are_exported(daemon: Daemon) -> None:
+    zone = (("camera", "demo"), ("zone", "street"))
+    person = (("camera", "demo"), ("label", "person"), ("zone", "street"))
+
+    def busy() -> Optional[Dict[str, Dict[Tuple[Tuple[str, str], ...], float]]]:
+        daemon.supervise_once()
+        s = metric_samples(get(url_of(daemon) + "/metrics")[2])
+        tracked = s.get("edgedet_tracked_objects", {}).get((("camera", "demo"),), 0)
+        in_zone = s.get("edgedet_zone_occupancy", {}).get(zone, 0)
+        return s if tracked > 0 and in_zone > 0 else None
+
+    # the street clip: people walk through the whole-frame zone
+    s = wait_for(busy, 30, "tracked people in the zone")
+    assert s["edgedet_zone_objects"][person] >= 1
+    assert s["edgedet_zone_occupancy"][zone] == sum(
+        v for k, v in s["edgedet_zone_objects"].items() if dict(k)["zone"] == "street"
+    )
+    text = get(url_of(daemon) + "/metrics")[2]
+    assert "# TYPE edgedet_line_crossings_total counter" in text  # samples once someone crossed the line
+    for labels in metric_samples(text).get("edgedet_line_crossings_total", {}):
+        assert dict(labels)["line"] == "middle" and dict(labels)["direction"] in ("in", "out")

@@ -7,8 +7,10 @@ One device per edgedet (``device_id``), available while edgedet's retained statu
 - the stats message: per camera a connectivity binary sensor and a frames/s sensor, the inference time,
   the outbox depth;
 - the telemetry message: the hottest temperature and the total input power;
-- the per-camera occupancy state (``<prefix>/<device>/<camera>/occupancy``, retained, built by
-  ``occupancy_payload``): per camera and class an occupancy binary sensor and a count sensor.
+- the per-camera presence state (``<prefix>/<device>/<camera>/presence``, retained, built by
+  ``presence_payload``): per camera and class an occupancy binary sensor and a count sensor;
+- the tracking stage's retained zone occupancy and line count messages: per zone an occupancy binary
+  sensor and a count sensor, per line an ``in`` and an ``out`` counter.
 
 Two discovery layouts: ``device`` (one message ``<discovery_prefix>/device/<node>/config`` listing every
 entity under ``cmps``; Home Assistant 2024.11 and later) and ``component`` (one message per entity at
@@ -20,7 +22,7 @@ camera and class names, so an entity keeps its history and settings across resta
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pydantic import Field
@@ -54,10 +56,12 @@ class Topics:
     status: str  # retained online/offline: the device's availability
     stats: str
     telemetry: str
-    occupancy: str  # with "{camera}"
+    presence: str  # with "{camera}"
+    zones: Mapping[Tuple[str, str], str] = field(default_factory=dict)  # (camera, zone) -> occupancy topic
+    lines: Mapping[Tuple[str, str], str] = field(default_factory=dict)  # (camera, line) -> line count topic
 
-    def occupancy_of(self, camera: str) -> str:
-        return self.occupancy.replace("{camera}", camera)
+    def presence_of(self, camera: str) -> str:
+        return self.presence.replace("{camera}", camera)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def camera_entities(camera: str, classes: Sequence[str], topics: Topics) -> List
             },
         ),
     ]
-    occupancy = topics.occupancy_of(camera)
+    occupancy = topics.presence_of(camera)
     for cls in classes:
         c, key = _q(cls), f"{cam_key}_{_key(cls)}"
         out.append(
@@ -226,12 +230,69 @@ def device_entities(topics: Topics, telemetry: bool) -> List[Entity]:
     return out
 
 
-def entities(cameras: Sequence[str], classes: Sequence[str], topics: Topics, telemetry: bool) -> List[Entity]:
-    """Every entity of the device, in a stable order. Zones and lines will add theirs here (per zone:
-    occupancy and count per class; per line: in/out counters) once the tracking stage publishes them."""
+def zone_entities(camera: str, zone: str, topic: str) -> List[Entity]:
+    """A zone of the tracking stage: occupied or not, and how many objects are in it."""
+    key = f"{_key(camera)}_zone_{_key(zone)}"
+    return [
+        Entity(
+            f"{key}_occupancy",
+            BINARY_SENSOR,
+            {
+                "name": f"{camera} {zone} occupancy",
+                "dev_cla": "occupancy",
+                "stat_t": topic,
+                "val_tpl": "{{ 'ON' if value_json.total > 0 else 'OFF' }}",
+            },
+        ),
+        Entity(
+            f"{key}_count",
+            SENSOR,
+            {
+                "name": f"{camera} {zone} count",
+                "stat_t": topic,
+                "val_tpl": "{{ value_json.total }}",
+                "stat_cla": "measurement",
+                "ic": "mdi:account-group",
+            },
+        ),
+    ]
+
+
+def line_entities(camera: str, line: str, topic: str) -> List[Entity]:
+    """A counting line of the tracking stage: crossings in and out (totals kept across restarts)."""
+    key = f"{_key(camera)}_line_{_key(line)}"
+    return [
+        Entity(
+            f"{key}_{direction}",
+            SENSOR,
+            {
+                "name": f"{camera} {line} {direction}",
+                "stat_t": topic,
+                "val_tpl": f"{{{{ value_json.total_{direction} }}}}",
+                "stat_cla": "total_increasing",
+                "ic": "mdi:arrow-right-bold" if direction == "in" else "mdi:arrow-left-bold",
+            },
+        )
+        for direction in ("in", "out")
+    ]
+
+
+def entities(
+    cameras: Sequence[str],
+    classes: Sequence[str],
+    topics: Topics,
+    telemetry: bool,
+    zones: Optional[Mapping[str, Sequence[str]]] = None,
+    lines: Optional[Mapping[str, Sequence[str]]] = None,
+) -> List[Entity]:
+    """Every entity of the device, in a stable order; ``zones``/``lines``: names per camera."""
     out = device_entities(topics, telemetry)
     for camera in cameras:
         out.extend(camera_entities(camera, classes, topics))
+        for zone in (zones or {}).get(camera, ()):
+            out.extend(zone_entities(camera, zone, topics.zones[(camera, zone)]))
+        for line in (lines or {}).get(camera, ()):
+            out.extend(line_entities(camera, line, topics.lines[(camera, line)]))
     return out
 
 
@@ -362,7 +423,7 @@ def _component_topic(prefix: str, platform: str, node: str, object_id: str) -> s
     return f"{prefix}/{platform}/{node}/{object_id}/config"
 
 
-def occupancy_payload(camera: str, counts: Mapping[str, int], time_s: float) -> bytes:
+def presence_payload(camera: str, counts: Mapping[str, int], time_s: float) -> bytes:
     """The retained per-camera state the occupancy and count entities read: objects per class now."""
     body = {
         "camera": camera,

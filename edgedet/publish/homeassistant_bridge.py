@@ -1,11 +1,11 @@
-"""Sends Home Assistant discovery (homeassistant.py builds it) and keeps the per-camera occupancy state.
+"""Sends Home Assistant discovery (homeassistant.py builds it) and keeps the per-camera presence state.
 
 ``announce()`` publishes the retained discovery config and records what it announced in the state
 directory, so that entities of a camera removed by a reload (or while the daemon was down) are removed
 from Home Assistant at the next announcement. ``observe(result)`` runs for every detection result (on the
 post-processing thread); the occupancy of a class follows edgedet's presence rule (seen in K of the last
 N frames, cleared after T s without it: ``mqtt.events``), and its count is the number of objects in the
-latest frame. The retained occupancy state is published at once when a class appears or clears, and
+latest frame. The retained presence state is published at once when a class appears or clears, and
 at most once a second when only a count changes.
 """
 
@@ -15,35 +15,43 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
-from edgedet.publish.config import EventsConfig
-from edgedet.publish.events import PresenceTracker
 from edgedet.publish.homeassistant import (
     Announced,
     HomeAssistantConfig,
     Topics,
     discovery_messages,
     entities,
-    occupancy_payload,
+    presence_payload,
     removal_messages,
 )
 from edgedet.publish.mqtt import MqttPublisher
+from edgedet.tracking.config import PresenceConfig
+from edgedet.tracking.presence import PresenceTracker
 from edgedet.types import DetectionResult
 
 log = logging.getLogger(__name__)
 
 COUNT_INTERVAL_S = 1.0  # a count that only flickers is published at most this often per camera
 RECORD_NAME = "homeassistant.json"
+Names = Mapping[str, Sequence[str]]  # camera -> zone (or line) names
 
 
-def ha_topics(publisher: MqttPublisher) -> Topics:
+def ha_topics(publisher: MqttPublisher, zones: Names, lines: Names) -> Topics:
+    """The topics the entities read, as this publisher names them (zone and line names topic-safe)."""
     msgs = publisher.cfg.messages
     return Topics(
         status=publisher.status_topic,
         stats=publisher.topic(msgs.stats),
         telemetry=publisher.topic(msgs.telemetry),
-        occupancy=f"{publisher.base_topic}/{{camera}}/occupancy",
+        presence=f"{publisher.base_topic}/{{camera}}/presence",
+        zones={
+            (c, z): publisher.topic(msgs.occupancy, c, zone=z) for c, names in zones.items() for z in names
+        },
+        lines={
+            (c, ln): publisher.topic(msgs.lines, c, line=ln) for c, names in lines.items() for ln in names
+        },
     )
 
 
@@ -95,15 +103,19 @@ class HomeAssistantBridge:
     def __init__(
         self,
         cfg: HomeAssistantConfig,
-        events: EventsConfig,
+        events: PresenceConfig,
         publisher: MqttPublisher,
         cameras: Sequence[str],
         telemetry: bool,
         state_dir: Path,
+        zones: Optional[Names] = None,
+        lines: Optional[Names] = None,
     ) -> None:
         self.cfg = cfg
         self.publisher = publisher
-        self.topics = ha_topics(publisher)
+        self.zones = dict(zones or {})
+        self.lines = dict(lines or {})
+        self.topics = ha_topics(publisher, self.zones, self.lines)
         self.cameras = list(cameras)
         self.telemetry = telemetry
         self.record_path = Path(state_dir) / RECORD_NAME
@@ -113,15 +125,15 @@ class HomeAssistantBridge:
 
     # -- discovery -----------------------------------------------------------------------------
     def announce(self) -> int:
-        """Publish the discovery config (retained) and the current occupancy; returns the messages sent."""
-        items = entities(self.cameras, self.cfg.classes, self.topics, self.telemetry)
+        """Publish the discovery config (retained) and the current presence; returns the messages sent."""
+        items = entities(self.cameras, self.cfg.classes, self.topics, self.telemetry, self.zones, self.lines)
         messages, announced = discovery_messages(
             self.cfg, self.publisher.device_id, self.topics, items, _previous(self.record_path)
         )
         sent = sum(1 for msg in messages if self.publisher.publish_retained(msg.topic, msg.payload))
         _remember(self.record_path, announced)
         for camera in self.cameras:
-            self._publish_occupancy(camera, force=True)
+            self._publish_presence(camera, force=True)
         log.info(
             "Home Assistant: announced %d entities (%s discovery under %s/)",
             len(items),
@@ -130,7 +142,7 @@ class HomeAssistantBridge:
         )
         return sent
 
-    # -- occupancy state -----------------------------------------------------------------------
+    # -- presence state -------------------------------------------------------------------------
     def observe(self, result: DetectionResult) -> None:
         state = self._state.get(result.camera)
         if state is None:
@@ -143,7 +155,7 @@ class HomeAssistantBridge:
         with self._lock:
             for cls in state.counts:
                 state.counts[cls] = frame.get(cls, 0) if cls in present else 0
-        self._publish_occupancy(result.camera)
+        self._publish_presence(result.camera)
 
     def tick(self, now: Optional[float] = None) -> None:
         """From the supervisor: clears classes of cameras that stopped delivering frames, and sends
@@ -156,14 +168,14 @@ class HomeAssistantBridge:
                 for cls in state.counts:
                     if cls not in present:
                         state.counts[cls] = 0
-            self._publish_occupancy(camera)
+            self._publish_presence(camera)
 
-    def clear_occupancy(self, cameras: Sequence[str]) -> None:
-        """Empty the retained occupancy state of cameras that are gone."""
+    def clear_presence(self, cameras: Sequence[str]) -> None:
+        """Empty the retained presence state of cameras that are gone."""
         for camera in cameras:
-            self.publisher.publish_retained(self.topics.occupancy_of(camera), b"")
+            self.publisher.publish_retained(self.topics.presence_of(camera), b"")
 
-    def _publish_occupancy(self, camera: str, force: bool = False) -> None:
+    def _publish_presence(self, camera: str, force: bool = False) -> None:
         state = self._state[camera]
         now = time.monotonic()
         with self._lock:
@@ -178,5 +190,5 @@ class HomeAssistantBridge:
                 return
             state.published, state.last_publish = counts, now
         self.publisher.publish_retained(
-            self.topics.occupancy_of(camera), occupancy_payload(camera, counts, time.time())
+            self.topics.presence_of(camera), presence_payload(camera, counts, time.time())
         )

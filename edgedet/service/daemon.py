@@ -22,6 +22,7 @@ from edgedet.app import (
     Pipeline,
     build_pipeline,
     describe_failure,
+    expire_tracking,
     start_pipeline,
     stop_pipeline,
 )
@@ -101,7 +102,12 @@ class Daemon:
         self.observability.start(self.config)
         self.publisher = self._start_publisher(self.config)
         try:
-            self.pipeline = build_pipeline(self.config, self.publisher, [self.observability.observe])
+            self.pipeline = build_pipeline(
+                self.config,
+                self.publisher,
+                [self.observability.observe],
+                [self.observability.observe_tracking],
+            )
         except BaseException:
             self._stop_publisher(2.0)
             self.observability.stop()
@@ -287,6 +293,7 @@ class Daemon:
             self.publisher.publish_stats(stats_payload(status, interval_s=self.config.stats.interval_s))
         log.info("stats: %s", log_line(status))
         pipeline = self._require_pipeline()
+        expire_tracking(pipeline, time.time())
         for camera in status.cameras:  # "in view" covers one stats interval
             pipeline.stats.take_in_view(camera.name)
 
@@ -370,7 +377,9 @@ class Daemon:
             self.publisher = self._start_publisher(new)
         if plan.restart_inference:
             stop_pipeline(pipeline, old.service.stop_timeout_s)
-            self.pipeline = build_pipeline(new, self.publisher, [self.observability.observe])
+            self.pipeline = build_pipeline(
+                new, self.publisher, [self.observability.observe], [self.observability.observe_tracking]
+            )
             start_pipeline(self.pipeline)
         else:
             pipeline.config = new

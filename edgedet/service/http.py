@@ -1,10 +1,10 @@
 """The daemon's small HTTP server: /metrics (Prometheus), /healthz, /readyz and /status (JSON).
 
 The standard library's threading HTTP server, driven one request at a time by a runtime Worker (a
-failure is kept like any stage's; the supervisor's tick starts the server again). The routes only read: ``Endpoints`` holds the callables
-that answer them (the daemon's watchdog health, its readiness, the status snapshot, the metrics
-registry), so this module knows nothing of the pipeline. A port already in use is a logged error, never
-the end of the daemon: detection matters more than its dashboards.
+failure is kept like any stage's; the supervisor's tick starts the server again). The routes only
+read: ``Endpoints`` holds the callables that answer them (the daemon's watchdog health, its readiness,
+the status snapshot, the metrics registry), so this module knows nothing of the pipeline. A port
+already in use is a logged error, never the end of the daemon: detection matters more than dashboards.
 """
 
 from __future__ import annotations

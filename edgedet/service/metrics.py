@@ -13,6 +13,7 @@ import contextlib
 import math
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -24,6 +25,7 @@ from edgedet import __version__
 from edgedet.publish.messages import ModelInfo
 from edgedet.service.status import DaemonStatus
 from edgedet.telemetry.reading import Reading
+from edgedet.tracking.values import TrackingUpdate
 from edgedet.types import DetectionResult
 
 # seconds; from 2 ms (a decode) to 10 s (a stalled frame), denser where a Jetson's frames usually land
@@ -259,6 +261,65 @@ class SnapshotCollector:
                 yield gauge
 
 
+class TrackingMetrics:
+    """Tracks, zone occupancy and line counts, kept from the tracking stage's updates (a tracking sink:
+    post-processing thread, and the supervisor's expiry checks) and read at scrape time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tracked: Dict[str, int] = {}
+        self._zones: Dict[Tuple[str, str], Dict[str, int]] = {}
+        self._lines: Dict[Tuple[str, str], Dict[str, Tuple[int, int]]] = {}
+
+    def observe(self, update: TrackingUpdate) -> None:
+        with self._lock:
+            if update.result is not None:
+                tracked = sum(1 for d in update.result.detections if d.track_id is not None)
+                self._tracked[update.result.camera] = tracked
+            for occ in update.occupancy:
+                self._zones[(occ.camera, occ.zone)] = {c.label: int(c.count) for c in occ.counts}
+            for line in update.lines:
+                self._lines[(line.camera, line.line)] = {
+                    c.label: (int(c.crossed_in), int(c.crossed_out)) for c in line.counts
+                }
+
+    def describe(self) -> List[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            tracked = dict(self._tracked)
+            zones = {k: dict(v) for k, v in self._zones.items()}
+            lines = {k: dict(v) for k, v in self._lines.items()}
+        if not (tracked or zones or lines):
+            return
+        family = _gauge(
+            "edgedet_tracked_objects", "Confirmed tracks in the camera's latest frame", ["camera"]
+        )
+        for camera, n in sorted(tracked.items()):
+            family.add_metric([camera], n)
+        yield family
+        occupied = _gauge("edgedet_zone_occupancy", "Objects in the zone now", ["camera", "zone"])
+        by_label = _gauge(
+            "edgedet_zone_objects", "Objects in the zone now, by label", ["camera", "zone", "label"]
+        )
+        for (camera, zone), counts in sorted(zones.items()):
+            occupied.add_metric([camera, zone], sum(counts.values()))
+            for label, n in sorted(counts.items()):
+                by_label.add_metric([camera, zone, label], n)
+        yield from (occupied, by_label)
+        crossings = _counter(
+            "edgedet_line_crossings",
+            "Crossings of the line by label and direction (totals kept across restarts)",
+            ["camera", "line", "label", "direction"],
+        )
+        for (camera, line), totals in sorted(lines.items()):
+            for label, (n_in, n_out) in sorted(totals.items()):
+                crossings.add_metric([camera, line, label, "in"], n_in)
+                crossings.add_metric([camera, line, label, "out"], n_out)
+        yield crossings
+
+
 # -- build info -----------------------------------------------------------------------------------
 _DPKG_STATUS = Path("/var/lib/dpkg/status")
 _TEGRA_RELEASE = Path("/etc/nv_tegra_release")
@@ -311,9 +372,11 @@ def platform_info() -> Dict[str, str]:
 
 def make_registry(
     snapshot: Snapshot, reading: LatestReading, model: CurrentModel
-) -> Tuple[CollectorRegistry, LatencyHistograms]:
+) -> Tuple[CollectorRegistry, LatencyHistograms, TrackingMetrics]:
     """A registry of its own (not prometheus_client's global one, which tests and reloads would share)."""
     registry = CollectorRegistry(auto_describe=False)
     histograms = LatencyHistograms(registry, model)
     registry.register(SnapshotCollector(snapshot, reading))
-    return registry, histograms
+    tracking = TrackingMetrics()
+    registry.register(tracking)
+    return registry, histograms, tracking

@@ -22,6 +22,7 @@ from edgedet.service.metrics import make_registry
 from edgedet.service.status import DaemonStatus
 from edgedet.telemetry.base import TelemetryReader
 from edgedet.telemetry.reading import Reading
+from edgedet.tracking.values import TrackingUpdate
 from edgedet.types import DetectionResult
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def status_document(snap: Optional[DaemonStatus]) -> Dict[str, Any]:
 class Observability:
     def __init__(self, view: DaemonView) -> None:
         self.view = view
-        self.registry, self.histograms = make_registry(view.snapshot, view.reading, view.model)
+        self.registry, self.histograms, self.tracking = make_registry(view.snapshot, view.reading, view.model)
         self.http: Optional[HttpServer] = None
         self._http_cfg: Optional[HttpConfig] = None
         self.homeassistant: Optional[HomeAssistantBridge] = None
@@ -122,6 +123,10 @@ class Observability:
         if bridge is not None:
             bridge.observe(result)
 
+    def observe_tracking(self, update: TrackingUpdate) -> None:
+        """A tracking sink: tracks, zone occupancy and line counts for /metrics."""
+        self.tracking.observe(update)
+
     # -- Home Assistant ------------------------------------------------------------------------
     def attach(self, config: Config, publisher: Optional[MqttPublisher]) -> None:
         """(Re)announce Home Assistant discovery when its inputs changed; withdraw it when turned off."""
@@ -131,20 +136,27 @@ class Observability:
         # temperature and power entities only while a telemetry source really runs ("auto" may find none)
         snap = self.view.snapshot()
         telemetry = snap is not None and snap.telemetry is not None
-        key = (ha, cameras, telemetry, config.mqtt.events, id(publisher))
+        tracking = config.tracking
+        zones = {c: [z.name for z in tracking.cameras[c].zones] for c in cameras if c in tracking.cameras}
+        lines = {c: [ln.name for ln in tracking.cameras[c].lines] for c in cameras if c in tracking.cameras}
+        if not tracking.enabled:
+            zones, lines = {}, {}
+        key = (ha, cameras, telemetry, config.mqtt.events, id(publisher), str(zones), str(lines))
         if key == self._ha_key:
             return
         self._ha_key = key
         old, self.homeassistant = self.homeassistant, None
         if old is not None and old.publisher is publisher:
-            # a camera that is gone (or discovery turned off) leaves no retained occupancy behind
-            old.clear_occupancy([c for c in old.cameras if c not in cameras or not ha.enabled])
+            # a camera that is gone (or discovery turned off) leaves no retained presence behind
+            old.clear_presence([c for c in old.cameras if c not in cameras or not ha.enabled])
         if publisher is None:
             return
         if not ha.enabled:
             withdraw(publisher, config.state_path)
             return
-        bridge = HomeAssistantBridge(ha, config.mqtt.events, publisher, cameras, telemetry, config.state_path)
+        bridge = HomeAssistantBridge(
+            ha, config.mqtt.events, publisher, cameras, telemetry, config.state_path, zones, lines
+        )
         bridge.announce()
         self._announced_at_connects = self._connects()
         self.homeassistant = bridge
