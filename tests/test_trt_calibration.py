@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedet.backends.trt_calibration import (
+from edgedet.preprocess.calibration_data import (
     CalibrationBatches,
     iter_frames,
     list_images,

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def run_build_engine(args: argparse.Namespace) -> int:
     from edgedet.backends.tensorrt import build_engine
     from edgedet.config import load_config
-    from edgedet.models.postprocess import input_spec_resolver
+    from edgedet.models.postprocess import resolve_input_spec
 
     if args.config is not None:
         config = load_config(args.config)
@@ -53,7 +53,7 @@ def run_build_engine(args: argparse.Namespace) -> int:
         Path(model),
         cfg,
         Path(state_dir),
-        input_spec=input_spec_resolver(model_cfg, Path(model)),
+        input_spec=resolve_input_spec(model_cfg, Path(model)),
         input_size=model_cfg.input_size,
         progress=print,
         force=args.force,

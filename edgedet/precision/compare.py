@@ -297,8 +297,15 @@ def run_compare_command(args: Any, models: Sequence[Path]) -> int:
             backend = None
             if backend_cfg is not None:
                 from edgedet.backends import open_backend
+                from edgedet.models.postprocess import resolve_input_spec
 
-                backend = open_backend(backend_cfg, Path(path), state_dir)
+                backend = open_backend(
+                    backend_cfg,
+                    Path(path),
+                    state_dir,
+                    input_spec=resolve_input_spec(model_cfg, Path(path)),
+                    input_size=model_cfg.input_size,
+                )
                 opened.append(backend)
             variants.append(Variant(name, path, backend))
         result = compare(

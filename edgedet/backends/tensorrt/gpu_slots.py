@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from edgedet.backends.trt_shapes import volume
-from edgedet.backends.trt_slots import SlotHandle, SlotRing
+from edgedet.backends.tensorrt.shapes import volume
+from edgedet.backends.tensorrt.slots import SlotHandle, SlotRing
 from edgedet.cudart.api import CudaRuntime, DeviceBuffer, Event, HostBuffer, Stream
 from edgedet.errors import BackendError
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from edgedet.backends.engine_cache import text_digest
+from edgedet.backends.tensorrt.cache import text_digest
 from edgedet.errors import BackendError, SourceError, require
 from edgedet.preprocess.base import Preprocessor
 from edgedet.sources.sampling import iter_video_samples
