@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgedet.errors import BackendError
 from edgedet.preprocess.calibration_data import (
     CalibrationBatches,
     iter_frames,
@@ -15,7 +16,6 @@ from edgedet.preprocess.calibration_data import (
     source_id,
     spec_id,
 )
-from edgedet.errors import BackendError
 from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.sources.sampling import sample_indices
 from edgedet.types import ChannelOrder, InputSpec

@@ -63,7 +63,7 @@ def test_reported_precision() -> None:
 
 
 def test_trt11_before_11_4_refuses_the_dla() -> None:
-    with pytest.raises(BackendError, match="11.4"):
+    with pytest.raises(BackendError, match=r"11\.4"):
         plan_build("fp16", 11, MODEL, fp16_model=FP16, trt_minor=0, dla_core=0)
     p = plan_build("fp16", 11, MODEL, fp16_model=FP16, trt_minor=4, dla_core=0)
     assert p.onnx == FP16
