@@ -143,7 +143,7 @@ def test_calibrating_a_dynamic_model_uses_a_calibration_profile(
 
 
 def test_calibration_errors_name_what_is_missing(trt10: Installed, tmp_path: Path, calib_dir: Path) -> None:
-    with pytest.raises(BackendError, match="set backend.calibration"):
+    with pytest.raises(BackendError, match=r"set backend.calibration"):
         _build(TensorRTBackend(type="tensorrt", precision="int8"), tmp_path / "a")
     cfg = TensorRTBackend(type="tensorrt", precision="int8", calibration=str(calib_dir), calibration_images=4)
     with pytest.raises(BackendError, match="input_spec"):
@@ -196,7 +196,7 @@ def test_dla_with_gpu_fallback_and_without(monkeypatch: pytest.MonkeyPatch, tmp_
     assert "dla1" in path.name and fake.world.builds[-1]["dla_core"] == 1
     assert "GPU_FALLBACK" in fake.world.builds[-1]["flags"]
     assert any(line.startswith("  DLA core 1:") and "on the GPU" in line for line in lines)
-    with pytest.raises(BackendError, match="cannot run on the DLA .* gpu_fallback is off"):
+    with pytest.raises(BackendError, match=r"cannot run on the DLA .* gpu_fallback is off"):
         _build(TensorRTBackend(type="tensorrt", dla_core=0, gpu_fallback=False), tmp_path)
     with pytest.raises(BackendError, match="DLA core 2 requested, but this device has 2"):
         _build(TensorRTBackend(type="tensorrt", dla_core=2), tmp_path)

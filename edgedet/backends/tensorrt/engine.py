@@ -172,17 +172,11 @@ class TrtBackend:
                             raise BackendError(
                                 f"engine {path.name} rejects input {n} shape {list(max_shapes[n])}"
                             )
-                out_items: Dict[str, Tuple[int, ...]] = {}
-                for n in out_names:
-                    dims = dims_tuple(probe.get_tensor_shape(n))
-                    if any(d < 0 for d in dims):
-                        raise BackendError(
-                            f"output {n} has a data-dependent shape {list(dims)}; edgedet needs fixed output "
-                            "shapes (use an EfficientNMS-style export with a fixed max detections)"
-                        )
-                    out_items[n] = dims[1:]
+                out_bindings = [
+                    _output_binding(n, dims_tuple(probe.get_tensor_shape(n)), dtypes[n], self.max_batch)
+                    for n in out_names
+                ]
                 in_bindings = [Binding(n, max_shapes[n][1:], dtypes[n]) for n in in_names]
-                out_bindings = [Binding(n, out_items[n], dtypes[n]) for n in out_names]
                 self._pipeline = SlotPipeline(
                     runtime,
                     in_bindings,
@@ -194,12 +188,11 @@ class TrtBackend:
                 )
                 if self._dynamic:
                     # with dynamic shapes each concurrently used context needs its own profile
-                    for i, slot in enumerate(self._pipeline.slots):
-                        if i > 0 and not self._contexts[i].set_optimization_profile_async(
-                            i, slot.stream.handle
-                        ):
-                            raise BackendError(f"cannot select optimization profile {i}")
-                        slot.stream.synchronize()
+                    # (indices, not slot locals: a traceback holding a slot would release its stream
+                    # after activate() ends)
+                    for i in range(1, slots):
+                        _select_profile(self._contexts[i], i, self._live().slots[i].stream.handle, path)
+                        self._live().slots[i].stream.synchronize()
             except BaseException:
                 self._release()
                 raise
@@ -288,6 +281,34 @@ class TrtBackend:
             return
         with self.runtime.activate():
             self._release()
+
+
+def _output_binding(name: str, dims: Tuple[int, ...], dtype: str, max_batch: int) -> Binding:
+    """The buffer for one output, sized from its real shape at the largest batch (after the inputs'
+    shapes are set): batch-major when it starts with the batch axis, else whole (batch 1 only)."""
+    if any(d < 0 for d in dims):
+        raise BackendError(
+            f"output {name} has a data-dependent shape {list(dims)}; edgedet needs fixed output shapes (use "
+            "an EfficientNMS-style export with a fixed max detections)"
+        )
+    if dims and dims[0] == max_batch:
+        return Binding(name, dims[1:], dtype)
+    if max_batch == 1:
+        return Binding(name, dims, dtype, batched=False)
+    raise BackendError(
+        f"output {name} has shape {list(dims)}, which does not start with the batch axis ({max_batch}): "
+        "edgedet cannot split it per frame; use backend.max_batch 1 or export a batch-major output"
+    )
+
+
+def _select_profile(context: trt.IExecutionContext, index: int, stream: int, path: Path) -> None:
+    # the bindings raise RuntimeError when TensorRT refuses (pyCore.cpp); they never return False
+    try:
+        context.set_optimization_profile_async(index, stream)
+    except RuntimeError as exc:
+        raise BackendError(
+            f"engine {path.name}: TensorRT cannot select optimization profile {index} ({exc})"
+        ) from exc
 
 
 def _batch_of(feeds: Mapping[str, Feed], names: Sequence[str]) -> int:
