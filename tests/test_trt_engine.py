@@ -166,7 +166,7 @@ def test_feeds_that_do_not_fit_are_refused_with_the_reason(trt10: Installed, tmp
             backend.submit({"images": _images(1, 16)})
         with pytest.raises(BackendError, match="missing input 'images'"):
             backend.submit({"other": _images(1)})
-        with pytest.raises(BackendError, match="outside 1..2"):
+        with pytest.raises(BackendError, match=r"outside 1..2"):
             backend.submit({"images": [_images(2), _images(1)]})
         with pytest.raises(BackendError, match="expected a numpy array or device tensor"):
             backend.submit({"images": "frame"})
