@@ -1,8 +1,8 @@
 """Calibration data for implicit INT8 builds (TensorRT 8.5-10): images or video frames, preprocessed
 exactly like inference, streamed as fixed-size batches. Pure numpy/OpenCV; no TensorRT, no CUDA.
 
-The calibrator in edgedet/backends/tensorrt.py pulls batches from ``CalibrationBatches`` one at a time, so
-memory stays at one batch however many images are used.
+The calibrator (edgedet/backends/tensorrt/calibrator.py) pulls batches from ``CalibrationBatches`` one
+at a time, so memory stays at one batch however many images are used.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from edgedet.backends.tensorrt.cache import read_platform_model
 from edgedet.errors import BackendError, DependencyError
@@ -104,8 +104,8 @@ def _make_logger() -> trt.ILogger:
     return PythonLogger()
 
 
-def dims_tuple(dims: Sequence[int]) -> Tuple[int, ...]:
-    """A trt.Dims (or any sequence of ints) as a tuple."""
+def dims_tuple(dims: trt.Dims) -> Tuple[int, ...]:
+    """A trt.Dims as a tuple of ints."""
     return tuple(int(dims[i]) for i in range(len(dims)))
 
 
