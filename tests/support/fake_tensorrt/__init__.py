@@ -80,7 +80,8 @@ def install(
     runtime: Any = None,
     memory: Any = None,
 ) -> Installed:
-    device = device or FakeDevice()
+    if device is None:  # a real runtime: the double pretends to be TensorRT on that GPU (no DLA)
+        device = FakeDevice(runtime.device_name, runtime.compute_capability, 0) if runtime else FakeDevice()
     if runtime is None:
         runtime = HostRuntime(device.name, device.compute_capability)
     world = World(version, device, memory or HostMemory(runtime))

@@ -64,3 +64,22 @@ def broken_model(path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, str(path))
     return path
+
+
+def dynamic_batch_yolox(source: Path, path: Path) -> Path:
+    """The demo YOLOX-Nano with a dynamic batch axis: its three head Reshapes hard-code batch 1
+    ([1, 85, -1]); 0 copies the batch from their input instead. Same weights, same outputs per image."""
+    model = onnx.load(str(source))
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in constants:
+            shape = numpy_helper.to_array(constants[node.input[1]]).copy()
+            if shape[0] == 1:
+                shape[0] = 0
+                constants[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+    del model.graph.value_info[:]  # shapes inferred for batch 1 would contradict the new axis
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
