@@ -9,6 +9,7 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl pytools platformdirs mako siphash24
 #   pip download --only-binary=:all: (same platform flags) -d .whl/extra onnx   # used only if missing there
+#   pip download --only-binary=:all: (same platform flags) -d .whl/deps pydantic pyyaml paho-mqtt   # likewise
 # Output goes to $OUT (or ./out).
 set -o pipefail
 OUT=${OUT:-$PWD/out}
@@ -24,6 +25,9 @@ export PYTHONPATH=/tmp/site
 if ! python3 -c 'import onnx' 2>/dev/null && ls "$WHL"/extra/onnx-*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
     "$WHL"/extra/onnx-*.whl "$WHL"/extra/protobuf-*.whl "$WHL"/extra/ml_dtypes-*.whl
+fi
+if ! python3 -c 'import pydantic, yaml, paho.mqtt' 2>/dev/null && ls "$WHL"/deps/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHL"/deps/*.whl
 fi
 if ! python3 -c 'import pycuda.driver' 2>/dev/null; then
   start=$(date +%s)
