@@ -7,11 +7,12 @@ the GPU one of three ways:
   one asynchronous upload, the fastest path on a discrete GPU;
 * it sits in a ``frame_buffer(mapped=True)`` buffer (the default on Jetson, where CPU and GPU share
   DRAM): the kernel reads it in place, no copy at all;
-* any other numpy array (what OpenCV's decoders return): copied into one of two page-locked staging
-  buffers of our own (mapped on Jetson, where the kernel then reads it in place) and uploaded from
-  there. One host copy, but the upload is a real asynchronous DMA: a pageable upload, where the driver
-  stages the frame itself and blocks, took about 3x longer on an H200 (docs/measured/gpu).
-  ``stage_frames=False`` keeps the pageable upload (for the benchmark that compares them).
+* any other numpy array (what OpenCV's decoders return): uploaded from pageable memory (the driver
+  stages it and blocks), about 3-4x slower than from pinned memory on an H200. ``stage_frames=True``
+  copies it into page-locked staging buffers of our own first (mapped on Jetson, where the kernel then
+  reads them in place); measured on the H200 that is slower still (the extra host copy costs more than
+  the driver's staging: docs/measured/gpu/bench.txt), so it is off by default. The fast path needs the
+  source to decode into ``frame_buffer()`` memory.
 
 The output is a ``DeviceTensor`` (1x3xHxW on the device) whose pointer the TensorRT backend binds as
 its input; the values equal ``CpuPreprocessor``'s (same OpenCV resize arithmetic, same constants).
@@ -117,7 +118,7 @@ class CudaPreprocessor:
         cache_dir: Optional[str] = None,
         synchronize: bool = True,
         timing: bool = False,
-        stage_frames: bool = True,
+        stage_frames: bool = False,
     ) -> None:
         if spec.dtype not in ("float32", "float16"):
             raise ValueError(f"unsupported input dtype {spec.dtype!r} (float32 or float16)")

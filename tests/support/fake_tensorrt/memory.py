@@ -214,7 +214,9 @@ class DeviceMemory:
         try:
             import cupy
 
-            cupy.cuda.ExternalStream(int(stream_handle)).synchronize()
+            stream = cupy.cuda.Stream
+            external = stream.from_external if hasattr(stream, "from_external") else cupy.cuda.ExternalStream
+            external(int(stream_handle)).synchronize()
         except ImportError:  # the whole context then, which includes the stream
             self._cuda.Context.synchronize()
 
