@@ -43,9 +43,11 @@ export PYTHONPATH=/tmp/site:$REPO
   python3 -c 'import sys, cv2, numpy, pycuda, onnx, onnxruntime; print(sys.version.split()[0], "cv2", cv2.__version__, "numpy", numpy.__version__, "pycuda", pycuda.VERSION_TEXT, "onnx", onnx.__version__, "onnxruntime", onnxruntime.__version__)'
 } 2>&1 | tee "$OUT/env.txt"
 python3 -m pytest -q -p no:cacheprovider -rs -s tests/gpu tests/test_cuda_tables.py 2>&1 | tee "$OUT/gpu_tests.log"
-python3 -m edgedet.preprocess.bench 2>&1 | tee "$OUT/bench.txt"
-python3 -m edgedet.preprocess.bench --source 1280x720 --input 416x416 --dtype float32 2>&1 | tee -a "$OUT/bench.txt"
-python3 -m edgedet.preprocess.bench --source 640x480 --input 416x416 --dtype float32 2>&1 | tee -a "$OUT/bench.txt"
+if [ -z "${ONLY_DAEMON:-}" ]; then
+  python3 -m edgedet.preprocess.bench 2>&1 | tee "$OUT/bench.txt"
+  python3 -m edgedet.preprocess.bench --source 1280x720 --input 416x416 --dtype float32 2>&1 | tee -a "$OUT/bench.txt"
+  python3 -m edgedet.preprocess.bench --source 640x480 --input 416x416 --dtype float32 2>&1 | tee -a "$OUT/bench.txt"
+fi
 # the daemon end to end through the TensorRT double on this GPU, and its agreement with the CPU path
 python3 tests/gpu/daemon_agreement.py --seconds "$SECONDS_DAEMON" --json "$OUT/agreement.json" 2>&1 \
   | tail -40 | tee "$OUT/agreement.txt"
