@@ -16,6 +16,7 @@ import ctypes
 import itertools
 import threading
 import time
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -214,9 +215,10 @@ class DeviceMemory:
         try:
             import cupy
 
-            stream = cupy.cuda.Stream
-            external = stream.from_external if hasattr(stream, "from_external") else cupy.cuda.ExternalStream
-            external(int(stream_handle)).synchronize()
+            with warnings.catch_warnings():  # ExternalStream is deprecated in CuPy 14 but takes a bare handle
+                warnings.simplefilter("ignore", DeprecationWarning)
+                stream = cupy.cuda.ExternalStream(int(stream_handle))
+            stream.synchronize()
         except ImportError:  # the whole context then, which includes the stream
             self._cuda.Context.synchronize()
 
