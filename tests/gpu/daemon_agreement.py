@@ -4,7 +4,7 @@ agreement with the CPU path on the same frames. Run on the lent GPU machine by t
 
     python3 tests/gpu/daemon_agreement.py --seconds 60 --json out/agreement.json
 
-Two cameras (the demo clip twice, looped, at its real-time pace), ``max_batch: 2`` (a dynamic-batch copy
+Two cameras (the demo clip twice, looped, as fast as inference takes them), ``max_batch: 2`` (a dynamic-batch copy
 of the demo model), CUDA preprocessing, two slots in flight, MQTT off. The TensorRT double computes with
 ONNX Runtime from device memory (it reads the input tensors the preprocessing kernel wrote and writes
 the outputs the real backend downloads). Every result
@@ -140,7 +140,7 @@ def main(argv: List[str]) -> int:
                 "cameras": [
                     {
                         "name": name,
-                        "source": {"type": "file", "path": str(CLIP), "loop": True, "pace": "realtime"},
+                        "source": {"type": "file", "path": str(CLIP), "loop": True, "pace": "fast"},
                     }
                     for name in ("cam-a", "cam-b")
                 ],
