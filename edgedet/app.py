@@ -19,6 +19,7 @@ from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWork
 from edgedet.pipeline.stats import PipelineStats
 from edgedet.runtime.worker import Worker
 from edgedet.sources.config import FileSource
+from edgedet.tracking.stage import Tracking
 from edgedet.types import DetectionResult, InputSpec
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class Pipeline:
     publisher: Optional[MqttPublisher] = None
     stats: PipelineStats = field(default_factory=PipelineStats)
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
+    tracking: Optional[Tracking] = None
 
     def workers(self) -> Dict[str, Worker]:
         out: Dict[str, Worker] = {w.name: w for w in self.inference}
@@ -152,7 +154,10 @@ def build_capture(
     def reader_factory() -> FrameReader:
         return open_reader(source)
 
-    return CaptureWorker(camera, reader_factory, preprocessor, slot, retry_first_open=retry_first_open)
+    keep_image = pipeline.tracking is not None and pipeline.tracking.wants_images  # for snapshots
+    return CaptureWorker(
+        camera, reader_factory, preprocessor, slot, keep_image=keep_image, retry_first_open=retry_first_open
+    )
 
 
 def build_pipeline(
@@ -176,6 +181,7 @@ def build_pipeline(
     pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])
+    pipeline.tracking = Tracking(config.tracking, config.mqtt.events, config.state_path)
     pipeline.post.sinks.append(_result_sink(pipeline))
     for camera in config.cameras:
         if camera.enabled:
@@ -186,7 +192,13 @@ def build_pipeline(
 def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
     def sink(result: DetectionResult) -> None:
         start = time.monotonic()
-        if pipeline.publisher is not None:
+        if pipeline.tracking is not None:
+            update = pipeline.tracking.process(result)
+            result = update.result or result
+            result.timings_ms["track"] = (time.monotonic() - start) * 1000.0
+            if pipeline.publisher is not None:
+                pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+        elif pipeline.publisher is not None:
             pipeline.publisher.publish_detections(result, pipeline.model.model_info)
         for extra in pipeline.extra_sinks:
             extra(result)
@@ -195,6 +207,12 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
         pipeline.stats.record(result, done)
 
     return sink
+
+
+def expire_tracking(pipeline: Pipeline, now: float) -> None:
+    """Presence `cleared` for cameras that stopped sending frames (call now and then)."""
+    if pipeline.tracking is not None and pipeline.publisher is not None:
+        pipeline.publisher.publish_tracking(pipeline.tracking.expire(now), pipeline.model.model_info)
 
 
 def start_pipeline(pipeline: Pipeline) -> None:

@@ -22,6 +22,7 @@ from edgedet.models.config import ModelConfig
 from edgedet.publish.config import MqttConfig
 from edgedet.sources.config import CameraConfig
 from edgedet.telemetry.config import TelemetryConfig
+from edgedet.tracking.config import TrackingConfig
 
 # the bundled demo: model, clip and config shipped inside the package (the default of run/detect/bench)
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -52,6 +53,8 @@ class Config(Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     cameras: List[CameraConfig] = Field(min_length=1)
     mqtt: MqttConfig = MqttConfig()
+    # tracker, object events, snapshots; zones and lines per camera name
+    tracking: TrackingConfig = TrackingConfig()
     stats: StatsConfig = StatsConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     service: ServiceConfig = ServiceConfig()
@@ -62,6 +65,9 @@ class Config(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"camera names must be unique; repeated: {', '.join(dupes)}")
+        unknown = sorted(set(self.tracking.cameras) - set(names))
+        if unknown:
+            raise ValueError(f"tracking.cameras names no configured camera: {', '.join(unknown)}")
         return self
 
     @property

@@ -103,7 +103,7 @@ def test_empty_and_non_mapping_files() -> None:
         parse_config("- a\n- b\n", source="cfg.yaml")
 
 
-def test_missing_file() -> None:
+def test_loading_a_missing_config_file_says_config_file_not_found() -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("/nonexistent/edgedet.yaml")
 

@@ -53,6 +53,9 @@ def test_demo_clip_messages_follow_the_contract_and_sigterm_says_offline(
     validator = MessageValidator()
     checked = 0
     for _, topic, payload, _ in list(subscriber.messages):
+        if topic.endswith("/snapshot"):
+            assert payload[:2] == b"\xff\xd8", topic  # binary JPEG (test_tracking_e2e decodes them)
+            continue
         message: Any = payload.decode() if topic.endswith("/status") else json.loads(payload)
         assert validator.errors(message) == [], (topic, message)
         checked += 1
@@ -153,25 +156,25 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
         assert needle in errors[0], errors[0]
 
 
-def test_missing_model(tmp_path: Path) -> None:
+def test_missing_model_file_ends_startup_with_one_line_naming_it(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, base_config(tmp_path, model={"path": "nowhere/model.onnx"}))
     assert_one_line_error(proc, "model.onnx")
 
 
-def test_corrupt_model(tmp_path: Path) -> None:
+def test_corrupt_model_file_ends_startup_with_one_line_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(os.urandom(4096))
     proc = run_cli(tmp_path, base_config(tmp_path, model={"path": str(bad)}))
     assert_one_line_error(proc, "corrupt.onnx")
 
 
-def test_model_outputs_matching_no_decoder(tmp_path: Path) -> None:
+def test_model_whose_outputs_match_no_decoder_ends_startup_pointing_at_model_family(tmp_path: Path) -> None:
     model = save_constant_model(tmp_path / "classifier.onnx", bad_layout_outputs())
     proc = run_cli(tmp_path, base_config(tmp_path, model={"path": str(model)}))
     assert_one_line_error(proc, "match no decoder", "model.family")
 
 
-def test_unreadable_video(tmp_path: Path) -> None:
+def test_unreadable_video_ends_startup_saying_no_camera_could_be_opened(tmp_path: Path) -> None:
     fake = tmp_path / "clip.mp4"
     fake.write_text("not a video")
     cams = [{"name": "cam", "source": {"type": "file", "path": str(fake)}}]
@@ -179,13 +182,13 @@ def test_unreadable_video(tmp_path: Path) -> None:
     assert_one_line_error(proc, "no camera could be opened", "clip.mp4")
 
 
-def test_camera_that_does_not_exist(tmp_path: Path) -> None:
+def test_v4l2_device_that_does_not_exist_ends_startup_with_one_line_naming_it(tmp_path: Path) -> None:
     cams = [{"name": "usb", "source": {"type": "v4l2", "device": "/dev/video99"}}]
     proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams))
     assert_one_line_error(proc, "/dev/video99")
 
 
-def test_rtsp_url_that_never_answers(tmp_path: Path) -> None:
+def test_rtsp_url_that_never_answers_ends_startup_naming_the_camera(tmp_path: Path) -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/cam"
     cams = [
         {"name": "door", "source": {"type": "rtsp", "url": url, "decoder": "ffmpeg", "open_timeout_s": 2}}

@@ -36,7 +36,7 @@ def test_ready_status_watchdog_then_sigterm(
         ready_at = d.wait_ready()
         ready = d.fake.messages[ready_at]
         d.fake.wait_pings(3, timeout=4 * WATCHDOG_S, since=ready.time)
-        d.fake.wait_for("STATUS=", timeout=10, start=ready_at)
+        d.fake.wait_for_notification("STATUS=", timeout=10, start=ready_at)
         assert any("front" in s for s in _statuses(d.fake)), _statuses(d.fake)
         # NotifyAccess=main: every datagram came from the main pid
         assert {m.pid for m in d.fake.messages} == {d.proc.pid}
@@ -44,7 +44,7 @@ def test_ready_status_watchdog_then_sigterm(
 
         stop_sent = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
-        d.fake.wait_for("STOPPING=1", timeout=10, start=ready_at)
+        d.fake.wait_for_notification("STOPPING=1", timeout=10, start=ready_at)
         assert d.proc.wait(timeout=20) == 0, d.log_text()[-3000:]  # TimeoutStopSec=20
         assert subscriber.wait("status", timeout=5, since=stop_sent, contains=b"offline")
     finally:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 from edgedet.config import DEMO_CONFIG, Config, load_config
+from edgedet.service.daemon import Daemon
+from edgedet.service.notify import Notifier
+from edgedet.service.signals import install_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +27,6 @@ def load_run_config(path: Optional[Path]) -> Config:
 def run_daemon(
     config_path: Optional[Path], duration: Optional[float] = None, log_level: Optional[str] = None
 ) -> int:
-    from edgedet.service.daemon import Daemon
-    from edgedet.service.notify import Notifier
-    from edgedet.service.signals import install_signal_handlers
-
     config = load_run_config(config_path)
     if log_level is None:
         logging.getLogger().setLevel(config.log_level.upper())

@@ -305,6 +305,7 @@ class PostWorker(Worker):
                     "infer": batch.infer_ms,
                     "decode": decode_ms,
                 },
+                image=frame.image,  # only kept when the tracking stage takes snapshots
             )
             if self.board is None:
                 self._deliver(result)

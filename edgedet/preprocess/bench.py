@@ -22,6 +22,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedet.config import DEMO_CLIP
+from edgedet.cudart import open_runtime
+from edgedet.errors import require
+from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.preprocess.cuda import CudaPreprocessor
 from edgedet.types import ChannelOrder, InputSpec
 
 
@@ -35,7 +39,7 @@ def _size(text: str) -> Tuple[int, int]:
 
 def _frame(width: int, height: int, video: Optional[Path]) -> np.ndarray:
     """A real frame (demo clip or --video) scaled to the source size; noise if no video can be read."""
-    import cv2
+    cv2: Any = require("cv2", "cv", "the preprocessing benchmark")
 
     path = video or DEMO_CLIP
     cap = cv2.VideoCapture(str(path))
@@ -77,14 +81,10 @@ def run_benchmark(
     device: int = 0,
     cpu_threads: Optional[int] = None,
 ) -> Dict[str, Any]:
-    import cv2
+    cv2: Any = require("cv2", "cv", "the preprocessing benchmark")
 
     if cpu_threads is not None:
         cv2.setNumThreads(cpu_threads)
-
-    from edgedet.cudart import open_runtime
-    from edgedet.preprocess.cpu import CpuPreprocessor
-    from edgedet.preprocess.cuda import CudaPreprocessor
 
     spec = InputSpec(
         name="images", width=model_input[0], height=model_input[1], channel_order=ChannelOrder.RGB,

@@ -17,11 +17,13 @@ from edgedet.app import (
     build_capture,
     build_pipeline,
     describe_failure,
+    expire_tracking,
     start_pipeline,
     stop_pipeline,
 )
 from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
+from edgedet.runtime.worker import Worker
 
 if TYPE_CHECKING:
     from edgedet.publish.mqtt import MqttPublisher
@@ -166,8 +168,11 @@ class Daemon:
         if pipeline is None:
             return False, "pipeline not running"
         ages = {name: worker_age(w) for name, w in pipeline.workers().items()}
-        captures = {f"capture-{name}" for name in pipeline.captures}
-        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=captures)
+        optional = {f"capture-{name}" for name in pipeline.captures}
+        if isinstance(self.telemetry, Worker):  # shown in STATUS, never critical: not worth a restart
+            ages[self.telemetry.thread_name] = worker_age(self.telemetry)
+            optional.add(self.telemetry.thread_name)
+        return WatchdogGate(self.config.service.heartbeat_timeout_s).check(ages, optional=optional)
 
     def supervise_once(self) -> Optional[int]:
         """One pass of the supervisor; returns an exit code when the daemon must end."""
@@ -291,6 +296,7 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_stats(payload)
         pipeline = self._require_pipeline()
+        expire_tracking(pipeline, time.time())
         parts = []
         for name, cam in payload["cameras"].items():
             seen = pipeline.stats.take_in_view(name)

@@ -4,10 +4,10 @@ agreement with the CPU path on the same frames. Run on the lent GPU machine by t
 
     python3 tests/gpu/daemon_agreement.py --seconds 60 --json out/agreement.json
 
-Two cameras (the demo clip twice, looped, as fast as inference takes them), ``max_batch: 2`` (a dynamic-batch copy
-of the demo model), CUDA preprocessing, two slots in flight, MQTT off. The TensorRT double computes with
-ONNX Runtime from device memory (it reads the input tensors the preprocessing kernel wrote and writes
-the outputs the real backend downloads). Every result
+Two cameras (the demo clip twice, looped, as fast as inference takes them), ``max_batch: 2`` (a
+dynamic-batch copy of the demo model), CUDA preprocessing, two slots in flight, MQTT off. The TensorRT
+double computes with ONNX Runtime from device memory (it reads the input tensors the preprocessing
+kernel wrote and writes the outputs the real backend downloads). Every result
 is then recomputed on the CPU path (OpenCV preprocessing + ONNX Runtime + the same decoder) for the very
 frame it came from (camera, frame number); a frame agrees when both have the same number of detections
 and each pairs with one of the same class, box corners within 1 px and score within 0.01. Also prints

@@ -126,7 +126,7 @@ class RunningDaemon:
                 text = self.log_text()
                 raise AssertionError(f"daemon exited {self.proc.returncode} before READY=1:\n{text[-3000:]}")
             try:
-                ready = self.fake.wait_for("READY=1", timeout=0.5)
+                ready = self.fake.wait_for_notification("READY=1", timeout=0.5)
                 return self.fake.index_of(ready)
             except AssertionError:
                 continue

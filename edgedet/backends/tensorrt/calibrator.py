@@ -1,4 +1,5 @@
-"""Implicit INT8 calibration (TensorRT 8.5-10): the entropy calibrator fed from calibration_data.
+"""Implicit INT8 calibration (TensorRT 8.5-10): the entropy calibrator, fed by the one calibration reader
+(edgedet/sources/calibration.py) through CalibrationBatches (edgedet/preprocess/calibration_data.py).
 
 TensorRT calls the calibrator from inside ``build_serialized_network``: ``get_batch`` returns device
 pointers (a list of ints) or None when the data is exhausted, ``read_calibration_cache`` bytes or None.
@@ -15,12 +16,13 @@ from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence
 import numpy as np
 
 from edgedet.backends.tensorrt.cache import CalibrationKey, EngineCache
-from edgedet.backends.tensorrt.request import EngineRequest
+from edgedet.backends.tensorrt.request import EngineRequest, source_id, spec_id
 from edgedet.backends.tensorrt.runtime import Progress, RuntimeIdentity
 from edgedet.backends.tensorrt.shapes import Profile, numpy_dtype
 from edgedet.errors import BackendError
-from edgedet.preprocess.calibration_data import CalibrationBatches, iter_frames, source_id, spec_id
+from edgedet.preprocess.calibration_data import CalibrationBatches
 from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.sources.calibration import iter_calibration_frames
 from edgedet.types import InputSpec
 
 if TYPE_CHECKING:
@@ -120,7 +122,8 @@ def attach_calibrator(
     stream = runtime.stream()
 
     def batches() -> Iterator[np.ndarray]:
-        frames = iter_frames(request.calibration, cfg.calibration_images)  # type: ignore[arg-type]
+        found = iter_calibration_frames(request.calibration, cfg.calibration_images, skip_bad=True)
+        frames = (image for _, image in found)
         pre = CpuPreprocessor(spec)
         return iter(CalibrationBatches(frames, pre, batch, dtype))
 

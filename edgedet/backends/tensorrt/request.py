@@ -16,8 +16,8 @@ from edgedet.backends.tensorrt.cache import EngineKey, file_sha256, text_digest
 from edgedet.backends.tensorrt.layers import LayerOverrides, load_layer_list, overrides_digest_items
 from edgedet.backends.tensorrt.plan import BuildPlan, plan_build
 from edgedet.backends.tensorrt.runtime import RuntimeIdentity, trt_version_tuple
-from edgedet.errors import BackendError, ModelError
-from edgedet.preprocess.calibration_data import source_id, spec_id
+from edgedet.errors import BackendError, ModelError, SourceError
+from edgedet.sources.calibration import check_source, list_images
 from edgedet.types import InputSpec
 
 if TYPE_CHECKING:
@@ -102,3 +102,35 @@ def profile_count(onnx: Path, slots: int, dla_core: Optional[int]) -> int:
     except ModelError as exc:
         raise BackendError(str(exc)) from exc
     return slots if has_dynamic_input(inputs) else 0
+
+
+def source_id(source: Path, limit: int) -> str:
+    """A digest identifying the calibration data: file names, sizes and mtimes, and the count used."""
+    source = Path(source)
+    try:
+        check_source(source)
+    except SourceError as exc:
+        raise BackendError(str(exc)) from exc
+    if source.is_dir():
+        entries: List[Tuple[str, int, int]] = []
+        for f in list_images(source)[:limit]:
+            st = f.stat()
+            entries.append((f.name, st.st_size, int(st.st_mtime)))
+        return text_digest("images", entries, limit)
+    st = source.stat()
+    return text_digest("video", source.name, st.st_size, int(st.st_mtime), limit)
+
+
+def spec_id(spec: InputSpec) -> str:
+    """A digest of the preprocessing: calibration scales are only valid for the same input transform."""
+    return text_digest(
+        spec.width,
+        spec.height,
+        spec.channel_order.value,
+        spec.scale,
+        list(spec.mean),
+        list(spec.std),
+        spec.pad_value,
+        spec.center,
+        spec.dtype,
+    )
