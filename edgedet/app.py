@@ -16,7 +16,7 @@ import numpy as np
 from edgedet.backends import open_backend
 from edgedet.config import Config
 from edgedet.errors import EdgedetError
-from edgedet.models.postprocess import build_postprocessor, input_spec_for
+from edgedet.models.postprocess import build_postprocessor, input_spec_for, resolve_input_spec
 from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
 from edgedet.pipeline.stats import PipelineStats
 from edgedet.preprocess import make_preprocessor
@@ -58,13 +58,16 @@ class ModelStage:
 def load_model_stage(config: Config) -> ModelStage:
     """Open the backend, pick the decoder and input spec, and prove a first inference works."""
     model_path = config.resolve_path(config.model.path)
+    # TensorRT keys its engines by the preprocessing (and calibrates INT8 with it)
+    wanted = resolve_input_spec(config.model, model_path) if config.backend.type == "tensorrt" else None
 
     def open_one() -> Backend:
         return open_backend(
             config.backend,
             model_path,
             config.state_path,
-            model_cfg=config.model,
+            input_spec=wanted,
+            input_size=config.model.input_size,
             resolve=config.resolve_path,
             progress=lambda line: log.info("%s", line),
         )
