@@ -16,7 +16,7 @@ import numpy as np
 from edgedet.backends import open_backend
 from edgedet.config import Config
 from edgedet.errors import EdgedetError
-from edgedet.models.postprocess import build_postprocessor, input_spec_for
+from edgedet.models.postprocess import build_postprocessor, input_spec_for, resolve_input_spec
 from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
 from edgedet.pipeline.stats import PipelineStats
 from edgedet.preprocess import make_preprocessor
@@ -26,6 +26,7 @@ from edgedet.sources import open_reader
 from edgedet.sources.capture import CaptureState, CaptureStatus, CaptureWorker
 from edgedet.sources.config import FileSource
 from edgedet.tracking.stage import Tracking
+from edgedet.tracking.values import TrackingUpdate
 from edgedet.types import DetectionResult, InputSpec
 
 if TYPE_CHECKING:
@@ -57,13 +58,16 @@ class ModelStage:
 def load_model_stage(config: Config) -> ModelStage:
     """Open the backend, pick the decoder and input spec, and prove a first inference works."""
     model_path = config.resolve_path(config.model.path)
+    # TensorRT keys its engines by the preprocessing (and calibrates INT8 with it)
+    wanted = resolve_input_spec(config.model, model_path) if config.backend.type == "tensorrt" else None
 
     def open_one() -> Backend:
         return open_backend(
             config.backend,
             model_path,
             config.state_path,
-            model_cfg=config.model,
+            input_spec=wanted,
+            input_size=config.model.input_size,
             resolve=config.resolve_path,
             progress=lambda line: log.info("%s", line),
         )
@@ -125,6 +129,8 @@ class Pipeline:
     stats: PipelineStats = field(default_factory=PipelineStats)
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
     tracking: Optional[Tracking] = None
+    # see every tracking update after the publisher (metrics of tracks, zones and lines)
+    tracking_sinks: List[Callable[[TrackingUpdate], None]] = field(default_factory=list)
 
     def workers(self) -> Dict[str, Worker]:
         out: Dict[str, Worker] = {w.name: w for w in self.inference}
@@ -218,6 +224,7 @@ def build_pipeline(
     config: Config,
     publisher: Optional[MqttPublisher] = None,
     extra_sinks: Optional[List[Callable[[DetectionResult], None]]] = None,
+    tracking_sinks: Optional[List[Callable[[TrackingUpdate], None]]] = None,
 ) -> Pipeline:
     """Load the model and wire capture -> inference -> post-processing -> sinks (nothing started)."""
     model = load_model_stage(config)
@@ -235,6 +242,7 @@ def build_pipeline(
     pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])
+    pipeline.tracking_sinks = list(tracking_sinks or [])
     pipeline.tracking = Tracking(config.tracking, config.mqtt.events, config.state_path)
     pipeline.post.sinks.append(_result_sink(pipeline))
     for camera in config.cameras:
@@ -252,6 +260,8 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
             result.timings_ms["track"] = (time.monotonic() - start) * 1000.0
             if pipeline.publisher is not None:
                 pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+            for tracking_sink in pipeline.tracking_sinks:
+                tracking_sink(update)
         elif pipeline.publisher is not None:
             pipeline.publisher.publish_detections(result, pipeline.model.model_info)
         for extra in pipeline.extra_sinks:
@@ -265,8 +275,13 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
 
 def expire_tracking(pipeline: Pipeline, now: float) -> None:
     """Presence `cleared` for cameras that stopped sending frames (call now and then)."""
-    if pipeline.tracking is not None and pipeline.publisher is not None:
-        pipeline.publisher.publish_tracking(pipeline.tracking.expire(now), pipeline.model.model_info)
+    if pipeline.tracking is None:
+        return
+    update = pipeline.tracking.expire(now)
+    if pipeline.publisher is not None:
+        pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+    for tracking_sink in pipeline.tracking_sinks:
+        tracking_sink(update)
 
 
 def start_pipeline(pipeline: Pipeline) -> None:

@@ -18,6 +18,7 @@ from edgedet.commands.engine import run_build_engine
 from edgedet.commands.evaluate import run_eval
 from edgedet.commands.install import run_install_service
 from edgedet.commands.run import run_daemon
+from edgedet.commands.status import run_status
 from edgedet.commands.watch import run_watch
 from edgedet.config import load_config
 from edgedet.errors import ConfigError, EdgedetError
@@ -106,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
 
+    p = add("status", run_status, "the running daemon's status (its HTTP /status endpoint) as a table")
+    p.add_argument(
+        "--url", default=None, help="the daemon's HTTP address (default: from --config, else :9464)"
+    )
+    p.add_argument("--config", "-c", type=Path, default=None, help="take the address from http.listen here")
+    p.add_argument("--json", action="store_true", help="print the status document as JSON")
+
     p = add("bench", run_bench, "benchmarks: pipeline vs sequential vs inference alone (and more)")
     p.add_argument("--video", type=Path, default=None, help="video (default ../shared 1080p clip, else demo)")
     p.add_argument("--model", type=Path, default=None)
@@ -114,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=2, help="parallel inference workers in (c)")
     p.add_argument(
         "--what",
-        choices=["pipeline", "cameras", "outbox", "telemetry", "preprocess", "all"],
+        choices=["pipeline", "cameras", "outbox", "telemetry", "preprocess", "http", "all"],
         default="pipeline",
         help="which benchmark",
     )

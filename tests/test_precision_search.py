@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedet.backends.trt_layers import load_layer_list
+from edgedet.backends.tensorrt.layers import load_layer_list
 from edgedet.precision import quantize as q
 from edgedet.precision.calibration import CalibrationSet, load_calibration
 from edgedet.precision.errors import PrecisionError

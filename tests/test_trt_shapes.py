@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgedet.backends.trt_shapes import (
+from edgedet.backends.tensorrt.shapes import (
     Profile,
     check_feed,
     input_profile,

@@ -313,6 +313,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from edgedet.telemetry.bench import main as telemetry_main
 
         telemetry_main([])
+    if what in ("http", "all"):
+        from edgedet.service.http_bench import main as http_main
+
+        http_main([])
     if what == "preprocess" or (what == "all" and _has_cuda()):
         from edgedet.preprocess.bench import main as preprocess_main
 

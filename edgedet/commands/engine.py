@@ -16,7 +16,7 @@ from edgedet.backends.tensorrt import build_engine
 from edgedet.config import load_config
 from edgedet.errors import ConfigError
 from edgedet.models.config import ModelConfig
-from edgedet.models.postprocess import input_spec_resolver
+from edgedet.models.postprocess import resolve_input_spec
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def run_build_engine(args: argparse.Namespace) -> int:
         Path(model),
         cfg,
         Path(state_dir),
-        input_spec=input_spec_resolver(model_cfg, Path(model)),
+        input_spec=resolve_input_spec(model_cfg, Path(model)),
         input_size=model_cfg.input_size,
         progress=print,
         force=args.force,

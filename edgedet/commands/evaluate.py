@@ -38,7 +38,15 @@ def _eval_one(args: argparse.Namespace, model: Path) -> int:
         config = load_config(config_path)
         model_cfg = config.model
         if config.backend.type != "onnxruntime":
-            backend = open_backend(config.backend, model, config.state_path)
+            from edgedet.models.postprocess import resolve_input_spec
+
+            backend = open_backend(
+                config.backend,
+                model,
+                config.state_path,
+                input_spec=resolve_input_spec(config.model, model),
+                input_size=config.model.input_size,
+            )
     result = evaluate(
         model,
         args.images,

@@ -24,6 +24,7 @@ from edgedet.config import load_config
 from edgedet.errors import EdgedetError
 from edgedet.models.config import ModelConfig
 from edgedet.models.detector import ImageDetector
+from edgedet.models.postprocess import resolve_input_spec
 from edgedet.precision.calibration import sample_video_frames
 from edgedet.precision.errors import PrecisionError
 from edgedet.precision.evaluate import evaluate
@@ -291,7 +292,13 @@ def run_compare_command(args: Any, models: Sequence[Path]) -> int:
                 name = f"{name} ({seen[name]})"
             backend = None
             if backend_cfg is not None:
-                backend = open_backend(backend_cfg, Path(path), state_dir)
+                backend = open_backend(
+                    backend_cfg,
+                    Path(path),
+                    state_dir,
+                    input_spec=resolve_input_spec(model_cfg, Path(path)),
+                    input_size=model_cfg.input_size,
+                )
                 opened.append(backend)
             variants.append(Variant(name, path, backend))
         result = compare(

@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 
 import numpy as np
 
-from edgedet.backends.trt_layers import load_layer_list
+from edgedet.backends.tensorrt.layers import load_layer_list
 from edgedet.errors import ModelError, require
 from edgedet.precision.calibration import CalibrationSet, load_calibration
 from edgedet.precision.errors import PrecisionError
@@ -333,7 +333,7 @@ def save_model(model: Any, path: PathLike) -> Path:
 
 def write_float_layers(path: PathLike, layers: Sequence[str], model_sha256: str, **info: Any) -> Path:
     """The layers to keep in float on TensorRT 8.5-10 implicit INT8 builds, as the JSON object
-    ``{"layers": [names], "model_sha256": ..., ...}`` that ``backends.trt_layers.load_layer_list`` reads.
+    ``{"layers": [names], "model_sha256": ..., ...}`` that ``backends.tensorrt.layers.load_layer_list`` reads.
     Names are the FP32 ONNX node names (or output tensor names for unnamed nodes); a layer without a
     precision runs in FP16 when the build enables FP16 and in FP32 otherwise."""
     out = Path(path)

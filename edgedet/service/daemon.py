@@ -33,6 +33,7 @@ from edgedet.runtime.memory import trim_heap
 from edgedet.runtime.worker import Worker
 from edgedet.service.logging_setup import set_level
 from edgedet.service.notify import Notifier
+from edgedet.service.observe import DaemonView, Observability, latest_reading, model_info
 from edgedet.service.preflight import ERROR, Finding, check_references
 from edgedet.service.reload import plan_reload
 from edgedet.service.status import (
@@ -83,6 +84,15 @@ class Daemon:
         self._last_status_line = ""
         self._last_status_key = ""
         self._last_status_time = 0.0
+        # HTTP endpoints and Home Assistant discovery read the snapshot; they never reach into stages
+        self.observability = Observability(
+            DaemonView(
+                lambda: self._status,
+                self.health,
+                lambda: latest_reading(self.telemetry),
+                lambda: model_info(self.pipeline),
+            )
+        )
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,11 +102,18 @@ class Daemon:
         and file sources proved readable; cameras that are not up yet do not delay it.
         """
         check_or_raise(self.config)
+        self.observability.start(self.config)
         self.publisher = self._start_publisher(self.config)
         try:
-            self.pipeline = build_pipeline(self.config, self.publisher)
+            self.pipeline = build_pipeline(
+                self.config,
+                self.publisher,
+                [self.observability.observe],
+                [self.observability.observe_tracking],
+            )
         except BaseException:
             self._stop_publisher(2.0)
+            self.observability.stop()
             raise
         start_pipeline(self.pipeline)
         try:
@@ -106,6 +123,7 @@ class Daemon:
             raise
         self.telemetry, self.throttle = self._start_telemetry(self.config)
         self.refresh_status()
+        self.observability.attach(self.config, self.publisher)
         if self.notifier is not None:
             self.notifier.ready(status=status_line(self.status))
             self._start_watchdog()
@@ -198,6 +216,7 @@ class Daemon:
         now = time.monotonic()
         self._poll_telemetry(now)
         self.refresh_status()
+        self.observability.tick()
         if now - self._last_stats >= self.config.stats.interval_s:
             self._last_stats = now
             self.publish_stats()
@@ -367,7 +386,9 @@ class Daemon:
             self.publisher = self._start_publisher(new)
         if plan.restart_inference:
             stop_pipeline(pipeline, old.service.stop_timeout_s)
-            self.pipeline = build_pipeline(new, self.publisher)
+            self.pipeline = build_pipeline(
+                new, self.publisher, [self.observability.observe], [self.observability.observe_tracking]
+            )
             start_pipeline(self.pipeline)
         else:
             pipeline.config = new
@@ -386,6 +407,7 @@ class Daemon:
             self.telemetry, self.throttle = self._start_telemetry(new)
         if plan.log_level_changed:
             set_level(new.log_level)
+        self.observability.reconfigure(new, self.publisher)
 
     # -- stop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event, reload: Optional[threading.Event] = None, tick: float = 0.25) -> int:
@@ -413,6 +435,7 @@ class Daemon:
             stop_pipeline(self.pipeline, timeout * 0.5)
         self._stop_telemetry()
         self._stop_publisher(max(1.0, deadline - time.monotonic()))
+        self.observability.stop()
 
     def _stop_publisher(self, timeout: float) -> None:
         if self.publisher is not None:
