@@ -83,6 +83,22 @@ def test_check_config_names_every_missing_file(tmp_path: Path) -> None:
     assert "OK" not in proc.stdout
 
 
+def test_check_config_no_files_checks_the_file_only(tmp_path: Path) -> None:
+    data = _config(tmp_path, model={"path": "models/gone.onnx"})
+    path = tmp_path / "edgedet.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgedet", "check-config", "--no-files", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr
+    assert check_config(tmp_path, data).returncode == 1  # without the flag the missing model is an error
+
+
 def test_absent_video_device_is_a_warning_not_an_error(tmp_path: Path) -> None:
     cams = [
         {"name": "cam", "source": {"type": "file", "path": str(DEMO_CLIP)}},
