@@ -7,79 +7,41 @@ with a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from edgedet import __version__
+from edgedet.commands.bench import run_bench
+from edgedet.commands.detect import run_detect
+from edgedet.commands.engine import run_build_engine
+from edgedet.commands.evaluate import run_eval
+from edgedet.commands.install import run_install_service
+from edgedet.commands.run import run_daemon
+from edgedet.commands.status import run_status
+from edgedet.commands.watch import run_watch
+from edgedet.config import load_config
 from edgedet.errors import ConfigError, EdgedetError
-
-
-def _setup_logging(level: str) -> None:
-    try:
-        from edgedet.service.logging_setup import configure_logging
-    except ImportError:  # pragma: no cover - the service package is part of edgedet
-        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return
-    configure_logging(level)
+from edgedet.precision.cli_args import add_quantize_args, run_quantize
+from edgedet.service.logging_setup import configure_logging
+from edgedet.service.preflight import check_references, errors
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgedet.commands.run import run_daemon
-
     return run_daemon(args.config, duration=args.duration, log_level=args.log_level)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from edgedet.config import load_config
-
     config = load_config(args.file)
+    # the files, devices and OpenCV build the config points to
+    findings = [] if args.no_files else check_references(config)
+    for finding in findings:
+        print(f"{args.file}: {finding}", file=sys.stderr)
+    if errors(findings):
+        return 1
     cams = ", ".join(f"{c.name} ({c.source.type})" for c in config.cameras)
     print(f"{args.file}: OK — model {config.model.path}, backend {config.backend.type}, cameras: {cams}")
     return 0
-
-
-def cmd_detect(args: argparse.Namespace) -> int:
-    from edgedet.commands.detect import run_detect
-
-    return run_detect(args)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from edgedet.commands.evaluate import run_eval
-
-    return run_eval(args)
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    from edgedet.commands.watch import run_watch
-
-    return run_watch(args)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edgedet.commands.bench import run_bench
-
-    return run_bench(args)
-
-
-def cmd_build_engine(args: argparse.Namespace) -> int:
-    from edgedet.commands.engine import run_build_engine
-
-    return run_build_engine(args)
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgedet.precision.cli_args import run_quantize
-
-    return run_quantize(args)
-
-
-def cmd_install_service(args: argparse.Namespace) -> int:
-    from edgedet.commands.install import run_install_service
-
-    return run_install_service(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,16 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-config", cmd_check_config, "validate a config file; print every problem with its line")
     p.add_argument("file", type=Path)
+    p.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the file only, not the model/video/TLS files it points to (e.g. before deploying)",
+    )
 
-    p = add("detect", cmd_detect, "detect objects in an image or video; print JSON, optionally annotate")
+    p = add("detect", run_detect, "detect objects in an image or video; print JSON, optionally annotate")
     p.add_argument("path", type=Path, help="image or video file")
     p.add_argument("--config", "-c", type=Path, default=None, help="take model/backend settings from here")
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled YOLOX-Nano)")
     p.add_argument("--output", "-o", type=Path, default=None, help="write an annotated image or video here")
     p.add_argument("--score", type=float, default=None, help="score threshold")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after N frames")
+    p.add_argument(
+        "--track", action="store_true", help="track objects: ids, object events, zones and lines (tracking:)"
+    )
+    p.add_argument(
+        "--camera", default=None, help="whose zones and lines to use with --track (default: the first camera)"
+    )
 
-    p = add("eval", cmd_eval, "COCO mAP of a model (or several variants side by side) on labelled images")
+    p = add("eval", run_eval, "COCO mAP of a model (or several variants side by side) on labelled images")
     p.add_argument("--model", type=Path, action="append", default=None, help="ONNX model; repeat to compare")
     p.add_argument("--images", type=Path, default=None, help="image folder (with --annotations)")
     p.add_argument("--annotations", type=Path, default=None, help="COCO instances JSON")
@@ -127,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", type=Path, default=None, help="model settings and backend from here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = add("watch", cmd_watch, "subscribe to a broker and pretty-print what edgedet publishes")
+    p = add("watch", run_watch, "subscribe to a broker and pretty-print what edgedet publishes")
     p.add_argument("--host", default="localhost")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--prefix", default="edgedet")
@@ -140,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
 
-    p = add("bench", cmd_bench, "benchmarks: pipeline vs sequential vs inference alone (and more)")
+    p = add("status", run_status, "the running daemon's status (its HTTP /status endpoint) as a table")
+    p.add_argument(
+        "--url", default=None, help="the daemon's HTTP address (default: from --config, else :9464)"
+    )
+    p.add_argument("--config", "-c", type=Path, default=None, help="take the address from http.listen here")
+    p.add_argument("--json", action="store_true", help="print the status document as JSON")
+
+    p = add("bench", run_bench, "benchmarks: pipeline vs sequential vs inference alone (and more)")
     p.add_argument("--video", type=Path, default=None, help="video (default ../shared 1080p clip, else demo)")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--frames", type=int, default=200)
@@ -148,13 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=2, help="parallel inference workers in (c)")
     p.add_argument(
         "--what",
-        choices=["pipeline", "outbox", "telemetry", "preprocess", "all"],
+        choices=["pipeline", "cameras", "outbox", "telemetry", "preprocess", "http", "all"],
         default="pipeline",
         help="which benchmark",
     )
     p.add_argument("--json", action="store_true", help="print figures as JSON")
+    p.add_argument("--cameras", default="1,2,4,8", help="--what cameras: camera counts to run")
+    p.add_argument("--seconds", type=float, default=20.0, help="--what cameras: measured seconds per count")
+    p.add_argument("--pace", choices=["fast", "realtime"], default="fast", help="--what cameras: file pacing")
 
-    p = add("build-engine", cmd_build_engine, "build (or rebuild) the TensorRT engine for a config or model")
+    p = add("build-engine", run_build_engine, "build (or rebuild) the TensorRT engine for a config or model")
     p.add_argument("--config", "-c", type=Path, default=None)
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--precision", choices=["fp32", "fp16", "int8", "best"], default=None)
@@ -165,15 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dla-core", type=int, default=None)
     p.add_argument("--force", action="store_true", help="rebuild even when a cached engine matches")
 
-    p = add("quantize", cmd_quantize, "INT8 Q/DQ (sensitivity-guided mixed precision) and FP16 ONNX models")
-    try:
-        from edgedet.precision.cli_args import add_quantize_args
-    except ImportError:  # pragma: no cover - quantize arguments live with the quantization code
-        pass
-    else:
-        add_quantize_args(p)
+    p = add("quantize", run_quantize, "INT8 Q/DQ (sensitivity-guided mixed precision) and FP16 ONNX models")
+    add_quantize_args(p)
 
-    p = add("install-service", cmd_install_service, "install the systemd unit, user and directories")
+    p = add("install-service", run_install_service, "install the systemd unit, user and directories")
     p.add_argument("--root", type=Path, default=Path("/"), help="install under this root (packaging)")
     p.add_argument("--user", default="edgedet")
     p.add_argument("--config", type=Path, default=None, help="config to install if none exists")
@@ -188,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         sys.exit(2)
-    _setup_logging(args.log_level or "info")
+    configure_logging(args.log_level or "info")
     try:
         code = args.handler(args)
     except ConfigError as exc:

@@ -121,6 +121,7 @@ class Detection:
     score: float
     class_id: int
     class_name: str
+    track_id: Optional[int] = None  # set by the tracking stage for confirmed objects
 
 
 @dataclass
@@ -135,3 +136,5 @@ class DetectionResult:
     source_height: int
     detections: Tuple[Detection, ...]
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    # the source image, only while the tracking stage needs it for snapshots (dropped after it)
+    image: Optional[np.ndarray] = None

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from edgedet.backends.trt_layers import load_layer_list
+from edgedet.backends.tensorrt.layers import load_layer_list
 from edgedet.precision import quantize as q
 from edgedet.precision.calibration import CalibrationSet, load_calibration
 from edgedet.precision.errors import PrecisionError

@@ -31,6 +31,9 @@ def test_schema_files_are_valid_draft_2020_12() -> None:
     assert names == [
         "detections.schema.json",
         "event.schema.json",
+        "line_count.schema.json",
+        "object.schema.json",
+        "occupancy.schema.json",
         "stats.schema.json",
         "status.schema.json",
         "telemetry.schema.json",

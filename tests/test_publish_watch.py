@@ -10,6 +10,8 @@ from typing import Any, Dict
 
 from edgedet.devtools.watch import DUPLICATE, FIRST, GAP, LATE, OK, RESET, SeqChecker, format_message, watch
 from edgedet.publish.mqtt import MqttPublisher
+from edgedet.tracking.config import TrackingConfig
+from edgedet.tracking.stage import Tracking
 from tests.support.mqtt_helpers import MODEL, event, publisher_cfg, result, wait_for
 
 
@@ -77,8 +79,10 @@ def test_watch_against_a_live_publisher(mosquitto: Any, tmp_path: Path) -> None:
     t.start()
     try:
         assert wait_for(lambda: "subscribed to edgedet/#" in out.getvalue())
+        # presence events are decided by the tracking stage (here without the tracker)
+        tracking = Tracking(TrackingConfig(enabled=False), pub.cfg.events, tmp_path / "state")
         for i in range(4):
-            pub.publish_detections(result("cam1", i, ["person"]), MODEL)
+            pub.publish_tracking(tracking.process(result("cam1", i, ["person"])), MODEL)
         pub.publish_event(event("cam2", 1))
         assert wait_for(
             lambda: out.getvalue().count(" detections seq=") == 4 and "cam2 event" in out.getvalue()

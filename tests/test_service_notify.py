@@ -123,7 +123,7 @@ def test_child_started_like_systemd_sees_its_watchdog(fake: FakeSystemd) -> None
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert out.split()[0] == "3.0"
-    ready = fake.wait_for("READY=1", timeout=5)
+    ready = fake.wait_for_notification("READY=1", timeout=5)
     # NotifyAccess=main: the datagram came from the very pid systemd would have recorded
     assert ready.pid == proc.pid
     assert ready.fields["STATUS"] == "child up"

@@ -14,6 +14,7 @@ from edgedet.runtime.worker import Worker
 from edgedet.service.notify import Notifier
 from edgedet.service.watchdog import WatchdogGate, WatchdogPinger, always_healthy, worker_age
 from tests.support.fake_systemd import FakeSystemd
+from tests.support.waiting import wait_for
 
 
 def test_gate_fresh_is_healthy() -> None:
@@ -95,14 +96,6 @@ def _pinger(fake: FakeSystemd, stages: Dict[str, Stage]) -> WatchdogPinger:
     return WatchdogPinger(notifier, health, INTERVAL)
 
 
-def _wait_until(pred: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_hung_inference_stops_pings_within_one_interval_and_fresh_resumes(
     tmp_path: Path, stages: Dict[str, Stage]
@@ -114,7 +107,7 @@ def test_hung_inference_stops_pings_within_one_interval_and_fresh_resumes(
             fake.wait_pings(2, timeout=10)
             hung_at = time.monotonic()
             stages["inference"].hang.set()
-            status = fake.wait_for("STATUS=", timeout=10)
+            status = fake.wait_for_notification("STATUS=", timeout=10)
             assert "inference stalled" in status.fields["STATUS"]
             # more than an interval of silence: systemd would have restarted us by now
             time.sleep(INTERVAL + 0.5)
@@ -145,9 +138,9 @@ def test_camera_down_keeps_pinging_dead_worker_stops(tmp_path: Path, stages: Dic
             assert pinger.healthy and "capture:front" in pinger.reason
 
             stages["publisher"].crash.set()
-            _wait_until(lambda: stages["publisher"].failure is not None, 5)
+            wait_for(lambda: stages["publisher"].failure is not None, 5, "the publisher stage to fail")
             died = time.monotonic()
-            fake.wait_for("STATUS=", timeout=10)
+            fake.wait_for_notification("STATUS=", timeout=10)
             time.sleep(INTERVAL)
             assert not fake.pings(since=died + INTERVAL / 2 + 0.2)
             assert "publisher dead" in pinger.reason

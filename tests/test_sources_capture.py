@@ -20,6 +20,7 @@ from edgedet.sources.config import CameraConfig
 from edgedet.sources.file import FileReader
 from edgedet.types import InputSpec, PreparedFrame
 from tests.conftest import DEMO_CLIP
+from tests.support.waiting import wait_for
 
 pytest.importorskip("cv2")
 
@@ -40,14 +41,6 @@ def release(frame: PreparedFrame) -> None:
 def make_worker(cam: CameraConfig, factory: Optional[Callable[[], Any]] = None, **kw: Any) -> CaptureWorker:
     slot: LatestSlot[PreparedFrame] = LatestSlot(on_drop=release)
     return CaptureWorker(cam, factory or (lambda: open_reader(cam.source)), CpuPreprocessor(SPEC), slot, **kw)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

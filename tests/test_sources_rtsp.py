@@ -21,6 +21,7 @@ from edgedet.sources.config import CameraConfig, RtspSource
 from edgedet.sources.rtsp import FFMPEG_OPTIONS_ENV, RtspReader
 from edgedet.types import InputSpec, PreparedFrame
 from tests.support.rtsp_server import RtspServer, free_port, unavailable_reason
+from tests.support.waiting import wait_for
 
 cv2 = pytest.importorskip("cv2")
 
@@ -63,14 +64,6 @@ def rtsp_worker(url: str, source: Dict[str, Any], **kw: Any) -> CaptureWorker:
     )
     slot: LatestSlot[PreparedFrame] = LatestSlot(on_drop=release)
     return CaptureWorker(cam, lambda: open_reader(cam.source), CpuPreprocessor(SPEC), slot)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_rtsp_reader_reads_1080p_frames(rtsp_factory: Callable[..., RtspServer]) -> None:

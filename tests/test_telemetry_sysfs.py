@@ -9,9 +9,11 @@ from typing import Dict
 
 import pytest
 
+from edgedet.runtime.worker import Worker
 from edgedet.telemetry.config import TelemetryConfig
 from edgedet.telemetry.factory import open_telemetry, probe
 from edgedet.telemetry.sysfs import SysfsReader, discover, probe_sysfs
+from tests.support.waiting import wait_for
 
 
 def write_tree(root: Path, files: Dict[str, str]) -> None:
@@ -135,9 +137,7 @@ def test_reader_thread_and_auto_selection(tmp_path: Path, monkeypatch: pytest.Mo
     assert isinstance(reader, SysfsReader)
     reader.start()
     try:
-        deadline = time.monotonic() + 10
-        while reader.samples < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: reader.samples >= 2, 10, "two sysfs samples")
         latest = reader.latest()
         assert latest is not None and latest.temperature("cpu") == 43.906
         assert reader.thread is not None and reader.thread.name == "telemetry-sysfs"
@@ -146,7 +146,26 @@ def test_reader_thread_and_auto_selection(tmp_path: Path, monkeypatch: pytest.Mo
     assert reader.thread is None
 
 
-def test_empty_tree(tmp_path: Path) -> None:
+def test_reader_is_a_worker_whose_heartbeat_moves_between_samples(tmp_path: Path) -> None:
+    """A long interval must not look like a hung thread: the heartbeat is beaten about once a second."""
+    jetson_like_sys(tmp_path)
+    reader = SysfsReader(interval_s=60.0, root=tmp_path)
+    assert isinstance(reader, Worker)
+    reader.start()
+    try:
+        started = time.monotonic()
+        wait_for(
+            lambda: time.monotonic() - started > 2.5 and reader.heartbeat_age < 1.5,
+            10,
+            "a heartbeat newer than the only sample",
+        )
+        assert reader.samples == 1 and reader.failure is None
+    finally:
+        reader.stop()
+    assert not reader.alive
+
+
+def test_sysfs_without_sensors_gives_empty_readings_and_type_sysfs_is_honoured(tmp_path: Path) -> None:
     assert probe_sysfs(tmp_path) is not None
     reader = SysfsReader(root=tmp_path)
     reader.open()

@@ -8,9 +8,8 @@ import logging
 import os
 import stat
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import pytest
 
@@ -18,6 +17,7 @@ from edgedet.errors import TelemetryError
 from edgedet.telemetry.config import TelemetryConfig
 from edgedet.telemetry.factory import open_telemetry, probe
 from edgedet.telemetry.tegrastats import TegrastatsReader
+from tests.support.waiting import wait_for
 
 FAKE = Path(__file__).resolve().parent / "support" / "fake_tegrastats"
 
@@ -37,15 +37,6 @@ def fake_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     install(bin_dir, "tegrastats", f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return bin_dir
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def test_auto_picks_tegrastats_restarts_it_with_backoff_and_readings_keep_coming(
@@ -69,7 +60,7 @@ def test_auto_picks_tegrastats_restarts_it_with_backoff_and_readings_keep_coming
                 seen.append(r.to_payload())
             return reader.starts >= 3 and reader.lines >= 7
 
-        assert wait_for(progressed), (reader.starts, reader.lines, reader.error)
+        wait_for(progressed, 20, "three runs of tegrastats with readings from each")
         assert reader.thread is not None and reader.thread.name == "telemetry-tegrastats"
         assert reader.heartbeat_age < 5
     finally:
@@ -96,7 +87,7 @@ def test_stop_kills_a_running_tegrastats(fake_on_path: Path, monkeypatch: pytest
     reader = TegrastatsReader(interval_s=0.1, path="tegrastats")
     reader.start()
     try:
-        assert wait_for(lambda: reader.lines >= 2)
+        wait_for(lambda: reader.lines >= 2, 20, "two readings")
         pid = reader.pid
         assert pid is not None
     finally:
@@ -117,7 +108,7 @@ def test_stop_kills_a_tegrastats_that_ignores_sigterm(tmp_path: Path) -> None:
     reader = TegrastatsReader(interval_s=0.1, path=str(exe))
     reader.start()
     try:
-        assert wait_for(lambda: reader.lines >= 1)
+        wait_for(lambda: reader.lines >= 1, 20, "a reading")
         pid = reader.pid
         assert pid is not None
         reading = reader.latest()
@@ -133,7 +124,7 @@ def test_a_failing_tegrastats_is_retried_and_gives_no_reading(tmp_path: Path) ->
     reader = TegrastatsReader(interval_s=0.1, path=str(exe), restart_min_s=0.05, restart_max_s=0.1)
     reader.start()
     try:
-        assert wait_for(lambda: reader.starts >= 3)
+        wait_for(lambda: reader.starts >= 3, 20, "two restarts")
         assert reader.latest() is None and reader.lines == 0
         assert reader.ignored_lines >= 2  # its message was read and not taken for a reading
         assert reader.error is not None and "status 3" in reader.error
@@ -153,7 +144,7 @@ def test_a_silent_tegrastats_is_killed_and_started_again(
     reader.start()
     try:
         with caplog.at_level(logging.WARNING, logger="edgedet.telemetry.tegrastats"):
-            assert wait_for(lambda: reader.starts >= 2 and reader.lines >= 2)
+            wait_for(lambda: reader.starts >= 2 and reader.lines >= 2, 20, "a restart and readings after it")
         assert any("printed nothing" in r.getMessage() for r in caplog.records)
     finally:
         reader.stop()
@@ -176,9 +167,9 @@ def test_stale_reading_is_not_served(fake_on_path: Path, monkeypatch: pytest.Mon
     reader = TegrastatsReader(interval_s=0.1, restart_min_s=5.0, restart_max_s=5.0, stale_after_s=0.5)
     reader.start()
     try:
-        assert wait_for(lambda: reader.lines >= 1)
+        wait_for(lambda: reader.lines >= 1, 20, "a reading")
         assert reader.latest_parsed() is not None
         # the fake exited after one line and the restart is 5 s away: the reading goes stale
-        assert wait_for(lambda: reader.latest() is None, timeout=5)
+        wait_for(lambda: reader.latest() is None, 5, "the reading to go stale")
     finally:
         reader.stop()

@@ -1,5 +1,5 @@
 """The TensorRT backend where TensorRT is absent (CI, any non-Jetson machine): clear errors, strict
-config, and the stub patcher that lets mypy check edgedet/backends/tensorrt.py against TensorRT's API."""
+config, and the stub patcher that lets mypy check edgedet/backends/tensorrt against TensorRT's API."""
 
 from __future__ import annotations
 

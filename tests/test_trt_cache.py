@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgedet.backends.engine_cache import (
+from edgedet.backends.tensorrt.cache import (
     CalibrationKey,
     EngineCache,
     EngineKey,

@@ -6,13 +6,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgedet.backends.config import TensorRTBackend
-from edgedet.backends.engine_cache import EngineCache, describe_changes
-from edgedet.backends.tensorrt import RuntimeIdentity, _deserialize_error, _expand, _prepare
+from edgedet.backends.tensorrt.cache import EngineCache, describe_changes
+from edgedet.backends.tensorrt.engine import deserialize_error
+from edgedet.backends.tensorrt.request import prepare_request
+from edgedet.backends.tensorrt.runtime import RuntimeIdentity, expand_path
 from edgedet.errors import BackendError, ConfigError
 from edgedet.types import InputSpec
+from tests.support.onnx_graphs import save_constant_model
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "edgedet" / "assets" / "yolox_nano.onnx"
 CLIP = DEMO_MODEL.parent / "demo_street.mp4"
@@ -22,13 +26,13 @@ SPEC = InputSpec(name="images", width=416, height=416)
 
 
 def _key(cfg: TensorRTBackend, ident: RuntimeIdentity = ORIN_86, model: Path = DEMO_MODEL, spec=SPEC):  # type: ignore[no-untyped-def]
-    return _prepare(cfg, model, ident, _expand, None, spec).key
+    return prepare_request(cfg, model, ident, expand_path, None, spec).key
 
 
 def test_key_follows_config_model_and_runtime(tmp_path: Path) -> None:
     base = TensorRTBackend(type="tensorrt")
     key = _key(base)
-    assert key.precision == "fp16" and key.batch_range == (1, 1, 1) and key.profiles == 2
+    assert key.precision == "fp16" and key.batch_range == (1, 1, 1) and key.profiles == 0
     assert key == _key(TensorRTBackend(type="tensorrt", workspace_mb=2048))  # workspace: no rebuild
     assert describe_changes(key, _key(base, ORIN_103)) == ["TensorRT version: 8.6.2 -> 10.3.0"]
     assert describe_changes(key, _key(TensorRTBackend(type="tensorrt", max_batch=4)))[0].startswith(
@@ -77,10 +81,30 @@ def test_load_failure_names_both_versions(tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     key = _key(TensorRTBackend(type="tensorrt"))
     path = cache.store(key, "yolox_nano.onnx", b"engine")
-    message = _deserialize_error(path, ORIN_103)
+    message = deserialize_error(path, ORIN_103)
     assert "built with TensorRT 8.6.2 on Orin (sm_87)" in message
     assert "this is TensorRT 10.3.0 on Orin (sm_87)" in message
-    assert "corrupt" in _deserialize_error(path, ORIN_86)  # same versions: the file itself is bad
+    assert "corrupt" in deserialize_error(path, ORIN_86)  # same versions: the file itself is bad
     bare = tmp_path / "prebuilt.engine"
     bare.write_bytes(b"x")
-    assert "another TensorRT version or for another GPU" in _deserialize_error(bare, ORIN_103)
+    assert "another TensorRT version or for another GPU" in deserialize_error(bare, ORIN_103)
+
+
+def test_slots_change_the_key_only_of_a_dynamic_model(tmp_path: Path) -> None:
+    """Defect 5: a static model gets no optimization profiles, so its slots must not force a rebuild."""
+    static = _key(TensorRTBackend(type="tensorrt", slots=2))
+    assert static == _key(TensorRTBackend(type="tensorrt", slots=3))
+    dynamic_model = save_constant_model(
+        tmp_path / "dyn.onnx", {"output": np.zeros((1, 10, 6), np.float32)}, input_shape=(None, 3, 416, 416)
+    )
+    two = _key(TensorRTBackend(type="tensorrt", slots=2), model=dynamic_model)
+    three = _key(TensorRTBackend(type="tensorrt", slots=3), model=dynamic_model)
+    assert (two.profiles, three.profiles) == (2, 3)
+    assert describe_changes(two, three) == ["optimization profiles: 2 -> 3"]
+
+
+def test_calibrated_key_needs_the_preprocessing(tmp_path: Path) -> None:
+    shutil.copy(CLIP, tmp_path / "clip.mp4")
+    cfg = TensorRTBackend(type="tensorrt", precision="int8", calibration=str(tmp_path / "clip.mp4"))
+    with pytest.raises(BackendError, match="input_spec"):
+        _key(cfg, spec=None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgedet.backends.trt_layers import load_layer_list, parse_layer_list, resolve_overrides
+from edgedet.backends.tensorrt.layers import load_layer_list, parse_layer_list, resolve_overrides
 from edgedet.errors import ConfigError
 
 TEXT = """\

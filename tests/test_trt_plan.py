@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgedet.backends.trt_plan import plan_build, reported_precision
+from edgedet.backends.tensorrt.plan import plan_build, reported_precision
 from edgedet.errors import BackendError
 
 MODEL, QDQ, FP16 = Path("m.onnx"), Path("m_qdq.onnx"), Path("m_fp16.onnx")
@@ -60,3 +60,16 @@ def test_reported_precision() -> None:
     assert reported_precision("int8", False) == "int8"
     assert reported_precision("int8", True) == "mixed"
     assert reported_precision("best", False) == "mixed"
+
+
+def test_trt11_before_11_4_refuses_the_dla() -> None:
+    with pytest.raises(BackendError, match=r"11\.4"):
+        plan_build("fp16", 11, MODEL, fp16_model=FP16, trt_minor=0, dla_core=0)
+    p = plan_build("fp16", 11, MODEL, fp16_model=FP16, trt_minor=4, dla_core=0)
+    assert p.onnx == FP16
+
+
+def test_trt11_best_with_qdq_says_the_fp16_model_is_not_used() -> None:
+    p = plan_build("best", 11, MODEL, qdq_model=QDQ, fp16_model=FP16)
+    assert p.onnx == QDQ
+    assert any("fp16_model is not used" in n for n in p.notes)

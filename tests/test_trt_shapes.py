@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgedet.backends.trt_shapes import (
+from edgedet.backends.tensorrt.shapes import (
     Profile,
     check_feed,
     input_profile,
@@ -16,7 +16,7 @@ from edgedet.backends.trt_shapes import (
 from edgedet.errors import BackendError
 
 
-def test_dtypes() -> None:
+def test_tensorrt_dtypes_map_to_numpy_and_unsupported_ones_are_named_errors() -> None:
     assert numpy_dtype("FLOAT", "x") == "float32"
     assert numpy_dtype("DataType.HALF", "x") == "float16"
     assert numpy_dtype("INT64", "x") == "int64"
@@ -59,7 +59,7 @@ def test_dynamic_image_size_needs_a_size() -> None:
         input_profile("x", (), max_batch=1)
 
 
-def test_check_feed() -> None:
+def test_check_feed_accepts_shapes_in_the_profile_and_names_the_fix_otherwise() -> None:
     p = Profile("images", (1, 3, 416, 416), (4, 3, 416, 416), (4, 3, 416, 416))
     check_feed("images", (3, 3, 416, 416), p)
     with pytest.raises(BackendError, match=r"higher backend\.max_batch"):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edgedet.backends.trt_slots import SlotOrderError, SlotRing, SlotsFull
+from edgedet.backends.tensorrt.slots import SlotOrderError, SlotRing, SlotsFull
 
 
 def test_round_robin_and_fifo() -> None:

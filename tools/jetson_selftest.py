@@ -7,10 +7,14 @@
 
 It prints the environment (JetPack/L4T, board, TensorRT, CUDA, OpenCV and whether it has GStreamer), then
 for each precision: builds the engine from the demo model (edgedet/assets/yolox_nano.onnx; cached in
---state-dir, so a second run is quick), loads it, measures frames/s of CUDA preprocessing + pipelined
-inference on the demo clip, computes COCO mAP on the evaluation images (default ../shared/data/
-coco-val2017-mini when present; reference FP32 mAP 0.313), runs the daemon (`edgedet run`) on the demo
-clip with that engine, and ends with a table. ``--json FILE`` also writes the results as JSON.
+--state-dir, so a second run is quick; keyed exactly like the daemon's), loads it, measures frames/s of
+CUDA preprocessing + pipelined inference on the demo clip while tegrastats reads the module's input
+power, times the same engine with trtexec (/usr/src/tensorrt/bin/trtexec --loadEngine, when present),
+computes COCO mAP on the evaluation images (default ../shared/data/coco-val2017-mini when present;
+reference FP32 mAP 0.313), runs the daemon (`edgedet run`) on the demo clip with that engine, and ends
+with the trade this project exists for: per precision mAP, frames/s, the ratio to trtexec (the goal on a
+Jetson is >= 0.9x) and mJ per frame, as a table and a PNG (--plot; mAP against frames/s, marker size =
+energy per frame). ``--json FILE`` also writes the results as JSON.
 Exit status: 0 when every step that could run passed, 1 otherwise.
 """
 
@@ -21,9 +25,11 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -127,20 +133,105 @@ def _cuda_version(code: int) -> str:
     return f"{code // 1000}.{(code % 1000) // 10}"
 
 
-def yolox_spec(width: int, height: int, dtype: str) -> Any:
-    """The demo model's preprocessing: BGR 0..255, top-left letterbox padded with 114."""
-    from edgedet.types import InputSpec
+def model_spec(model: Path) -> Any:
+    """The model's preprocessing, resolved exactly as the daemon resolves it (so the engine key is the
+    daemon's): input name, size and dtype from the ONNX, conventions of its family."""
+    from edgedet.models.config import ModelConfig
+    from edgedet.models.postprocess import resolve_input_spec
 
-    return InputSpec(name="images", width=width, height=height, dtype=dtype)
+    return resolve_input_spec(ModelConfig(path=str(model)), Path(model))
 
 
-def measure_fps(backend: Any, frames: List[Any], use_cuda: bool, repeat: int = 2) -> Dict[str, float]:
+TRTEXEC_DEFAULT = "/usr/src/tensorrt/bin/trtexec"
+
+
+def find_trtexec() -> Optional[str]:
+    """JetPack's trtexec (not on PATH there), else one on PATH."""
+    if os.access(TRTEXEC_DEFAULT, os.X_OK):
+        return TRTEXEC_DEFAULT
+    return shutil.which("trtexec")
+
+
+def parse_trtexec_throughput(text: str) -> Optional[float]:
+    """Queries/s from trtexec's performance summary ("[I] Throughput: 93.4 qps")."""
+    m = re.search(r"Throughput:\s*([0-9.]+)\s*qps", text)
+    return float(m.group(1)) if m else None
+
+
+def run_trtexec(engine: Path, batch: int = 1, seconds: float = 10.0) -> Dict[str, Any]:
+    """trtexec --loadEngine on ``engine``: its frames/s (qps x batch), or why there is none."""
+    exe = find_trtexec()
+    if exe is None:
+        return {"error": f"trtexec not found ({TRTEXEC_DEFAULT} or PATH)"}
+    cmd = [exe, f"--loadEngine={engine}", f"--duration={max(1, int(seconds))}", "--useSpinWait"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"trtexec failed: {exc}"}
+    qps = parse_trtexec_throughput(proc.stdout)
+    if proc.returncode != 0 or qps is None:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        return {"error": f"trtexec exit {proc.returncode}: {' | '.join(tail)}"}
+    return {"fps": qps * batch, "command": " ".join(cmd)}
+
+
+class PowerSampler:
+    """Module input power from tegrastats while a measurement runs (a mean over its readings)."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.samples: List[float] = []
+        self.error: Optional[str] = None
+        self._interval = interval_s
+        self._reader: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="selftest-power", daemon=True)
+
+    def __enter__(self) -> PowerSampler:
+        from edgedet.errors import EdgedetError
+        from edgedet.telemetry.tegrastats import TegrastatsReader, find_tegrastats
+
+        if find_tegrastats() is None:
+            self.error = "tegrastats not found"
+            return self
+        self._reader = TegrastatsReader(interval_s=self._interval)
+        try:
+            self._reader.start()
+        except EdgedetError as exc:
+            self.error = str(exc)
+            self._reader = None
+            return self
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        seen = None
+        while not self._stop.wait(self._interval / 2):
+            reading = self._reader.latest()
+            if reading is not None and reading is not seen and reading.total_power_mw is not None:
+                self.samples.append(float(reading.total_power_mw))
+                seen = reading
+
+    def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 10 * self._interval  # a short run still gets one reading
+        while not self.samples and self._reader is not None and time.monotonic() < deadline:
+            time.sleep(self._interval / 4)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        if self._reader is not None:
+            self._reader.stop()
+
+    @property
+    def mean_mw(self) -> Optional[float]:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def measure_fps(
+    backend: Any, frames: List[Any], use_cuda: bool, spec: Any, repeat: int = 2
+) -> Dict[str, float]:
     """Frames/s of preprocessing + pipelined inference (all slots in flight) over the demo frames."""
     import numpy as np
 
-    spec_in = backend.inputs[0]
-    width, height = int(spec_in.shape[3]), int(spec_in.shape[2])
-    spec = yolox_spec(width, height, spec_in.dtype)
     if use_cuda:
         from edgedet.preprocess.cuda import CudaPreprocessor
 
@@ -209,7 +300,7 @@ def run_precision(args: argparse.Namespace, precision: str, env: Dict[str, Any])
 
     result: Dict[str, Any] = {"precision": precision}
     cfg_dict: Dict[str, Any] = {"type": "tensorrt", "precision": precision, "slots": 2}
-    major = int(str(env.get("tensorrt", "0")).split(".")[0] or 0)
+    major = int(str(env["tensorrt"]).split(".")[0])  # main() stops first when TensorRT is missing
     if precision in ("int8", "best"):
         if args.qdq_model:
             cfg_dict["qdq_model"] = str(args.qdq_model)
@@ -227,7 +318,7 @@ def run_precision(args: argparse.Namespace, precision: str, env: Dict[str, Any])
             return result
         cfg_dict["fp16_model"] = str(args.fp16_model)
     cfg = TensorRTBackend(**cfg_dict)
-    spec = yolox_spec(416, 416, "float32")
+    spec = model_spec(args.model)
     started = time.monotonic()
     path = build_engine(args.model, cfg, args.state_dir, input_spec=spec, force=args.rebuild, progress=print)
     result["build_s"] = time.monotonic() - started
@@ -235,19 +326,27 @@ def run_precision(args: argparse.Namespace, precision: str, env: Dict[str, Any])
     backend = open_tensorrt_backend(cfg, args.model, args.state_dir, input_spec=spec)
     try:
         result["backend_precision"] = backend.precision
-        frames = _demo_frames()
+        frames = _demo_frames()[: args.frames]
         use_cuda = "MISSING" not in str(env.get("pycuda", "MISSING"))
-        result["pipeline"] = measure_fps(backend, frames, use_cuda)
+        with PowerSampler() as power:
+            result["pipeline"] = measure_fps(backend, frames, use_cuda, spec)
         result["pipeline"]["preprocess"] = "cuda" if use_cuda else "cpu"
+        result["power_mw"] = power.mean_mw
+        result["power_note"] = power.error
+        if power.mean_mw is not None:
+            result["mj_per_frame"] = power.mean_mw / result["pipeline"]["fps"]
         if args.images and args.annotations:
             from edgedet.precision.evaluate import evaluate
 
-            ev = evaluate(args.model, args.images, args.annotations, backend=backend)
+            ev = evaluate(args.model, args.images, args.annotations, backend=backend, limit=args.limit)
             result["map50_95"] = ev.map50_95
             result["map50"] = ev.map50
             result["eval_median_infer_ms"] = ev.median_infer_ms
     finally:
         backend.close()
+    result["trtexec"] = run_trtexec(path, batch=1)
+    if "fps" in result["trtexec"]:
+        result["ratio_to_trtexec"] = result["pipeline"]["fps"] / result["trtexec"]["fps"]
     if not args.skip_daemon:
         result["daemon"] = run_daemon(args.model, cfg_dict, args.state_dir, args.seconds)
     return result
@@ -276,7 +375,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--model", type=Path, default=DEMO_MODEL)
     parser.add_argument("--precisions", default="fp16,int8", help="comma-separated: fp32,fp16,int8,best")
     parser.add_argument("--state-dir", type=Path, default=Path.home() / ".cache" / "edgedet-selftest")
-    parser.add_argument("--images", type=Path, default=default_images if default_images.is_dir() else None)
+    parser.add_argument(
+        "--images", type=Path, default=(default_images / "images") if default_images.is_dir() else None
+    )
     parser.add_argument(
         "--annotations",
         type=Path,
@@ -292,6 +393,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--skip-daemon", action="store_true")
     parser.add_argument("--rebuild", action="store_true", help="rebuild engines even when cached")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--plot", type=Path, help="write the trade (mAP against frames/s, energy) as a PNG")
+    parser.add_argument("--frames", type=int, default=None, help="time on the first N demo frames only")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     args = parser.parse_args(argv)
 
     import logging
@@ -301,6 +405,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("== environment")
     for k, v in env.items():
         print(f"  {k:<24} {v}")
+    if str(env["tensorrt"]).startswith("MISSING"):
+        print(f"== TensorRT is needed for every step: {env['tensorrt']}")
+        return 1
     results: List[Dict[str, Any]] = []
     ok = True
     for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
@@ -312,34 +419,84 @@ def main(argv: Optional[List[str]] = None) -> int:
             traceback.print_exc()
             results.append({"precision": precision, "error": f"{type(exc).__name__}: {exc}"})
     print("== summary")
-    print(
-        f"  {'precision':<10}{'build s':>9}{'mAP50-95':>10}{'mAP50':>8}{'frames/s':>10}{'GPU ms':>8}  daemon"
-    )
+    for line in summary_table(results):
+        print(line)
     for r in results:
-        if "skipped" in r or "error" in r:
-            print(f"  {r['precision']:<10}  {r.get('skipped') or 'ERROR ' + r['error']}")
-            continue
         daemon = r.get("daemon", {})
-        d = "skipped" if not daemon else f"exit {daemon['exit_code']}"
         if daemon and daemon["exit_code"] != 0:
             ok = False
-        pipe = r["pipeline"]
-        nan = float("nan")
-        print(
-            f"  {r['precision']:<10}{r['build_s']:>9.0f}{r.get('map50_95', nan):>10.3f}"
-            f"{r.get('map50', nan):>8.3f}{pipe['fps']:>10.1f}{pipe['gpu_infer_ms_median']:>8.2f}  {d}"
-        )
-        for line in daemon.get("stats_lines", []):
-            print(f"      daemon: {line}")
-        for line in daemon.get("tail", []):
-            print(f"      daemon: {line}")
     if not args.images:
         print(
             "  (no evaluation images: pass --images and --annotations for mAP; reference FP32 mAP is 0.313)"
         )
+    if args.plot:
+        print(f"  {plot_trade(results, args.plot)}")
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "results": results}, indent=2, default=str))
     return 0 if ok else 1
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def summary_table(results: List[Dict[str, Any]]) -> List[str]:
+    """The trade per precision: mAP, frames/s, the ratio to trtexec, energy per frame (one line each)."""
+    lines = [
+        f"  {'precision':<10}{'build s':>8}{'mAP50-95':>9}{'frames/s':>9}{'trtexec':>9}{'ratio':>7}"
+        f"{'mJ/frame':>9}{'GPU ms':>8}  daemon"
+    ]
+    for r in results:
+        if "skipped" in r or "error" in r:
+            lines.append(f"  {r['precision']:<10}  {r.get('skipped') or 'ERROR ' + r['error']}")
+            continue
+        daemon = r.get("daemon", {})
+        pipe = r["pipeline"]
+        lines.append(
+            f"  {r['precision']:<10}{_fmt(r.get('build_s'), '8.0f')}{_fmt(r.get('map50_95'), '9.3f')}"
+            f"{_fmt(pipe['fps'], '9.1f')}{_fmt(r.get('trtexec', {}).get('fps'), '9.1f')}"
+            f"{_fmt(r.get('ratio_to_trtexec'), '7.2f')}{_fmt(r.get('mj_per_frame'), '9.1f')}"
+            f"{_fmt(pipe['gpu_infer_ms_median'], '8.2f')}  "
+            + ("skipped" if not daemon else f"exit {daemon['exit_code']}")
+        )
+        for note in (r.get("trtexec", {}).get("error"), r.get("power_note")):
+            if note:
+                lines.append(f"      {note}")
+        for line in daemon.get("stats_lines", []) + daemon.get("tail", []):
+            lines.append(f"      daemon: {line}")
+    return lines
+
+
+def plot_trade(results: List[Dict[str, Any]], path: Path) -> str:
+    """mAP against frames/s per precision, marker area proportional to mJ per frame; a line saying what
+    was written (or why nothing was)."""
+    points = [r for r in results if "pipeline" in r and r.get("map50_95") is not None]
+    if not points:
+        return f"no plot: no precision has both mAP and frames/s ({path} not written)"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install matplotlib)"
+    energies = [r.get("mj_per_frame") for r in points]
+    known = [e for e in energies if e is not None]
+    scale = 600.0 / max(known) if known else 0.0
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r, energy in zip(points, energies):
+        size = energy * scale if energy is not None else 60.0
+        ax.scatter(r["pipeline"]["fps"], r["map50_95"], s=size, alpha=0.6)
+        label = r["precision"] + (f" ({energy:.0f} mJ/frame)" if energy is not None else "")
+        ax.annotate(label, (r["pipeline"]["fps"], r["map50_95"]), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("frames/s (edgedet, end to end)")
+    ax.set_ylabel("mAP50-95")
+    ax.set_title("precision trade: accuracy, speed, energy (marker size)")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+    return f"plot written: {path}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prepare type stubs for TensorRT so mypy can check edgedet/backends/tensorrt.py without TensorRT.
+"""Prepare type stubs for TensorRT so mypy can check edgedet/backends/tensorrt without TensorRT.
 
 TensorRT itself cannot be installed off-Jetson, but the ``tensorrt-stubs`` package (10.13 API) can. Its
 generated stubs have three defects mypy rejects; this script fixes them in a scratch copy (default
@@ -13,7 +13,7 @@ generated stubs have three defects mypy rejects; this script fixes them in a scr
 Usage (what CI runs)::
 
     python tools/trt_stubs_setup.py            # downloads tensorrt-stubs with pip, writes .stubs/
-    MYPYPATH=.stubs mypy edgedet/backends/tensorrt.py
+    MYPYPATH=.stubs mypy edgedet/backends/tensorrt
 
 ``--wheel PATH`` uses an already downloaded wheel (no network). pyproject.toml's mypy config must keep
 ``ignore_errors = true`` for the ``tensorrt``/``tensorrt_bindings`` modules (the stubs have further
@@ -135,7 +135,7 @@ def main(argv: List[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             written = install(download_wheel(Path(tmp)), dest)
     print(f"wrote {len(written)} patched stub files under {dest}")
-    print(f"now: MYPYPATH={dest} mypy edgedet/backends/tensorrt.py")
+    print(f"now: MYPYPATH={dest} mypy edgedet/backends/tensorrt")
     return 0
 
 

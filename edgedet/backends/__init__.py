@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 if TYPE_CHECKING:
     from edgedet.backends.base import Backend
     from edgedet.backends.config import BackendConfig
-    from edgedet.models.config import ModelConfig
+    from edgedet.types import InputSpec
 
 
 def open_backend(
@@ -16,15 +16,17 @@ def open_backend(
     model_path: Path,
     state_dir: Path,
     *,
-    model_cfg: Optional[ModelConfig] = None,
+    input_spec: Optional[InputSpec] = None,
+    input_size: Optional[Tuple[int, int]] = None,
     resolve: Optional[Callable[[str], Path]] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> Backend:
     """Load ``model_path`` with the backend named by ``cfg.type``; only that backend's module is imported.
 
     ``state_dir`` is where backends keep what they build (TensorRT engines, calibration caches);
-    ``model_cfg`` gives TensorRT the preprocessing for INT8 calibration and a fixed size for dynamic
-    inputs; ``resolve`` maps paths in the config (relative to the config file) to real paths.
+    ``input_spec`` is the model's preprocessing, resolved by the caller (TensorRT keys its engines by it
+    and calibrates INT8 with it: edgedet.models.postprocess.resolve_input_spec); ``input_size`` fixes a
+    dynamic image size; ``resolve`` maps paths in the config (relative to the config file) to real paths.
     """
     if cfg.type == "onnxruntime":
         from edgedet.backends.onnxruntime import OnnxRuntimeBackend
@@ -34,14 +36,13 @@ def open_backend(
         from edgedet.backends.tensorrt import (  # type: ignore[import-not-found,unused-ignore]
             open_tensorrt_backend,
         )
-        from edgedet.models.postprocess import input_spec_resolver
 
         return open_tensorrt_backend(  # type: ignore[no-any-return,unused-ignore]
             cfg,
             model_path,
             state_dir,
-            input_spec=input_spec_resolver(model_cfg, model_path) if model_cfg is not None else None,
-            input_size=model_cfg.input_size if model_cfg is not None else None,
+            input_spec=input_spec,
+            input_size=input_size,
             resolve=resolve,
             progress=progress,
         )

@@ -1,30 +1,41 @@
 """`edgedet detect PATH`: run the model on an image or a video, print the same JSON messages the
-daemon publishes (one per line), optionally write an annotated copy."""
+daemon publishes (one per line), optionally write an annotated copy.
+
+With ``--track`` the frames also go through the tracking stage (with the zones and lines the config gives
+the camera): detections carry track ids, object events, zone occupancy and line counts are printed too,
+and the annotated copy shows ids, zones and lines."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from edgedet.config import DEMO_CONFIG, Config
+from edgedet.app import load_model_stage
+from edgedet.config import DEMO_CONFIG, Config, load_config
 from edgedet.errors import SourceError, require
+from edgedet.models.detector import ImageDetector
+from edgedet.publish import messages as m
+from edgedet.publish.messages import build_detections_message
+from edgedet.sources.suffixes import IMAGE_SUFFIXES
+from edgedet.tracking import draw as paint
+from edgedet.tracking.config import CameraZones
+from edgedet.tracking.stage import Tracking
+from edgedet.tracking.values import TrackingUpdate
+from edgedet.tracking.zones import scale_points
 from edgedet.types import Detection, DetectionResult
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 def detect_config(args: argparse.Namespace) -> Config:
     """The model and backend settings: from --config when given, else the bundled demo model."""
-    from edgedet.config import load_config
-
     config = load_config(args.config) if args.config is not None else load_config(DEMO_CONFIG)
     updates: dict = {}
     if args.model is not None:
@@ -65,44 +76,71 @@ def iter_frames(path: Path, max_frames: Optional[int]) -> Iterator[Tuple[int, np
 
 
 def draw(image: np.ndarray, detections: Tuple[Detection, ...]) -> np.ndarray:
-    cv2: Any = require("cv2", "cv", "annotating images")
+    """Boxes with "class score" labels, one colour per class (per track when tracked)."""
     out = image.copy()
     for det in detections:
-        color = _color(det.class_id)
-        p1, p2 = (int(det.x1), int(det.y1)), (int(det.x2), int(det.y2))
-        cv2.rectangle(out, p1, p2, color, 2)
-        label = f"{det.class_name} {det.score:.2f}"
-        cv2.putText(
-            out, label, (p1[0], max(12, p1[1] - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA
-        )
+        if det.track_id is not None:
+            color = paint.color_for(det.track_id)
+            text = f"{det.class_name} #{det.track_id} {det.score:.2f}"
+        else:
+            color = paint.color_for(1000 + det.class_id)
+            text = f"{det.class_name} {det.score:.2f}"
+        paint.box(out, (det.x1, det.y1, det.x2, det.y2), color, text)
     return out
 
 
-def _color(class_id: int) -> Tuple[int, int, int]:
-    rng = np.random.default_rng(class_id)  # stable colour per class
-    return tuple(int(c) for c in rng.integers(64, 256, size=3))  # type: ignore[return-value]
+class SceneOverlay:
+    """Zones (with their occupancy) and lines (with their counts) of one camera, kept up to date from
+    the tracking stage's output and drawn under the boxes."""
+
+    def __init__(self, scene: CameraZones) -> None:
+        self.scene = scene
+        self.occupancy: Dict[str, int] = {}
+        self.counts: Dict[str, Tuple[int, int]] = {}
+
+    def update(self, up: TrackingUpdate) -> None:
+        for occ in up.occupancy:
+            self.occupancy[occ.zone] = sum(c.count for c in occ.counts)
+        for ln in up.lines:
+            self.counts[ln.line] = (
+                sum(c.crossed_in for c in ln.counts),
+                sum(c.crossed_out for c in ln.counts),
+            )
+
+    def draw(self, image: np.ndarray) -> None:
+        size = (int(image.shape[1]), int(image.shape[0]))
+        for zone in self.scene.zones:
+            polygon = scale_points(zone.points, self.scene, size)
+            paint.zone(image, polygon, f"{zone.name}: {self.occupancy.get(zone.name, 0)}")
+        for line in self.scene.lines:
+            a, b = scale_points(line.points, self.scene, size)
+            n_in, n_out = self.counts.get(line.name, (0, 0))
+            paint.line(image, a, b, f"{line.name} in {n_in} / out {n_out}")
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from edgedet.app import load_model_stage
-    from edgedet.preprocess.cpu import CpuPreprocessor
-    from edgedet.publish.messages import build_detections_message
-
     config = detect_config(args)
     stage = load_model_stage(config)
-    pre = CpuPreprocessor(stage.spec)
-    buf = pre.allocate()
+    detector = ImageDetector(stage.backend, stage.postprocessor, stage.spec, preprocess="cpu")
     writer: Any = None
-    camera = args.path.stem
+    camera = args.camera or (config.cameras[0].name if getattr(args, "track", False) else args.path.stem)
     device_id = config.resolved_device_id
+    scratch = tempfile.TemporaryDirectory(prefix="edgedet-detect-")  # line counters of this run only
+    tracking: Optional[Tracking] = None
+    overlay: Optional[SceneOverlay] = None
+    if getattr(args, "track", False):
+        no_snapshots = config.tracking.snapshots.model_copy(update={"enabled": False})
+        tracking_cfg = config.tracking.model_copy(update={"enabled": True, "snapshots": no_snapshots})
+        tracking = Tracking(tracking_cfg, config.mqtt.events, Path(scratch.name))
+        overlay = SceneOverlay(config.tracking.cameras.get(camera, CameraZones()))
+    started = time.time()
     try:
         for index, frame, fps in iter_frames(args.path, args.max_frames):
-            now_wall, now_mono = time.time(), time.monotonic()
-            letterbox = pre.run(frame, buf)
-            t0 = time.monotonic()
-            outputs = stage.backend.infer({stage.spec.name: buf})
-            t1 = time.monotonic()
-            detections = stage.postprocessor(outputs, [letterbox])[0]
+            now_mono = time.monotonic()
+            # video time, not processing time: dwell and stationary timing follow the clip
+            now_wall = started + index / fps if fps > 0 else time.time()
+            detections, letterbox = detector.detect_with_letterbox(frame)
+            timings = detector.timings_ms
             result = DetectionResult(
                 camera=camera,
                 seq=index,
@@ -111,19 +149,41 @@ def run_detect(args: argparse.Namespace) -> int:
                 source_width=letterbox.source_width,
                 source_height=letterbox.source_height,
                 detections=tuple(detections),
-                timings_ms={"infer": (t1 - t0) * 1000.0, "decode": (time.monotonic() - t1) * 1000.0},
+                timings_ms={"infer": timings["infer"], "decode": timings["postprocess"]},
             )
+            extra: List[Dict[str, Any]] = []
+            if tracking is not None and overlay is not None:
+                update = tracking.process(result)
+                result = update.result or result
+                overlay.update(update)
+                extra = tracking_messages(update, device_id, result.capture_time)
             message = build_detections_message(result, stage.model_info, device_id=device_id, seq=index)
-            print(json.dumps(message, separators=(",", ":")), flush=True)
+            for msg in [message, *extra]:
+                print(json.dumps(msg, separators=(",", ":")), flush=True)
             if args.output is not None:
-                writer = _write(args.output, draw(frame, result.detections), writer, fps)
+                picture = frame.copy()
+                if overlay is not None:
+                    overlay.draw(picture)
+                writer = _write(args.output, draw(picture, result.detections), writer, fps)
     finally:
         if writer is not None and not isinstance(writer, bool):
             writer.release()
+        detector.close()
         stage.close()
+        scratch.cleanup()
     if args.output is not None:
         log.info("annotated output written to %s", args.output)
     return 0
+
+
+def tracking_messages(update: TrackingUpdate, device_id: str, t: float) -> List[Dict[str, Any]]:
+    """The object, occupancy and line-count messages of one frame, as the daemon would publish them
+    (numbered 1: outside the daemon there is no sequence store)."""
+    env = m.Envelope(device_id, 1, "local", t)
+    out = [m.build_object_event(e, env) for e in update.objects]
+    out += [m.build_occupancy(o, env) for o in update.occupancy]
+    out += [m.build_line_count(c, env) for c in update.lines]
+    return out
 
 
 def _write(path: Path, image: np.ndarray, writer: Any, fps: float) -> Any:

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any, Dict
 
 from edgedet.backends.config import TensorRTBackend
+from edgedet.backends.tensorrt import build_engine
+from edgedet.config import load_config
 from edgedet.errors import ConfigError
+from edgedet.models.config import ModelConfig
+from edgedet.models.postprocess import resolve_input_spec
 
 log = logging.getLogger(__name__)
 
 
 def run_build_engine(args: argparse.Namespace) -> int:
-    from edgedet.backends.tensorrt import build_engine
-    from edgedet.config import load_config
-    from edgedet.models.postprocess import input_spec_resolver
-
     if args.config is not None:
         config = load_config(args.config)
         if not isinstance(config.backend, TensorRTBackend):
@@ -31,8 +31,6 @@ def run_build_engine(args: argparse.Namespace) -> int:
         state_dir = args.state_dir or config.state_path
         resolve = config.resolve_path
     else:
-        from edgedet.models.config import ModelConfig
-
         if args.model is None:
             raise ConfigError("build-engine needs --config FILE or --model MODEL.onnx")
         cfg = TensorRTBackend(type="tensorrt")
@@ -53,7 +51,7 @@ def run_build_engine(args: argparse.Namespace) -> int:
         Path(model),
         cfg,
         Path(state_dir),
-        input_spec=input_spec_resolver(model_cfg, Path(model)),
+        input_spec=resolve_input_spec(model_cfg, Path(model)),
         input_size=model_cfg.input_size,
         progress=print,
         force=args.force,

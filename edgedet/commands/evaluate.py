@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from edgedet.backends import open_backend
 from edgedet.commands.progress import progress_printer
-from edgedet.config import DEMO_MODEL
+from edgedet.config import DEMO_MODEL, load_config
 from edgedet.errors import ConfigError
+from edgedet.precision.compare import run_compare_command
+from edgedet.precision.evaluate import evaluate
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -19,8 +22,6 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.images is None and args.agreement_video is None:
         raise ConfigError("give --images and --annotations (labelled data) or --agreement-video (unlabelled)")
     if len(models) > 1 or args.agreement_video is not None or args.report is not None:
-        from edgedet.precision.compare import run_compare_command
-
         return run_compare_command(args, models)
     return _eval_one(args, models[0])
 
@@ -31,18 +32,21 @@ def _demo_model() -> Path:
 
 
 def _eval_one(args: argparse.Namespace, model: Path) -> int:
-    from edgedet.precision.evaluate import evaluate
-
     model_cfg, backend = None, None
     config_path: Optional[Path] = getattr(args, "config", None)
     if config_path is not None:
-        from edgedet.backends import open_backend
-        from edgedet.config import load_config
-
         config = load_config(config_path)
         model_cfg = config.model
         if config.backend.type != "onnxruntime":
-            backend = open_backend(config.backend, model, config.state_path)
+            from edgedet.models.postprocess import resolve_input_spec
+
+            backend = open_backend(
+                config.backend,
+                model,
+                config.state_path,
+                input_spec=resolve_input_spec(config.model, model),
+                input_size=config.model.input_size,
+            )
     result = evaluate(
         model,
         args.images,

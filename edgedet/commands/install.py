@@ -7,13 +7,13 @@ import argparse
 import shutil
 from pathlib import Path
 
+from edgedet.service.install import install_service
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHARE = Path("usr/local/share/edgedet")
 
 
 def run_install_service(args: argparse.Namespace) -> int:
-    from edgedet.service.install import install_service
-
     config_src = args.config or ASSETS / "edgedet.yaml"
     install_service(
         root=args.root, user=args.user, config_src=config_src, dry_run=args.dry_run, enable=args.enable

@@ -6,18 +6,17 @@ from __future__ import annotations
 import argparse
 from typing import Any, Dict
 
+from edgedet.config import load_config
+from edgedet.devtools.watch import durable_message_types, watch
+from edgedet.publish.mqtt import resolve_password
+
 
 def run_watch(args: argparse.Namespace) -> int:
-    from edgedet.devtools.watch import durable_message_types, watch
-
     options: Dict[str, Any] = {"username": args.username, "topic": args.topic}
     host, port, prefix = args.host, args.port, args.prefix
     durable = durable_message_types()  # without --config: the classes durable by default
     if args.config is not None:
         # the daemon's own broker settings: host, port, TLS, user and password (env or credential)
-        from edgedet.config import load_config
-        from edgedet.publish.mqtt import resolve_password
-
         mqtt = load_config(args.config).mqtt
         host, port, prefix = mqtt.host, mqtt.effective_port, mqtt.topic_prefix
         durable = durable_message_types(mqtt.messages)

@@ -229,13 +229,18 @@ class PycudaRuntime:
                 "$CUDA_HOME/bin or /usr/local/cuda/bin (JetPack: apt install cuda-nvcc-<version>; "
                 "or set preprocess.type: cpu)"
             )
+        folder = cache_dir or default_kernel_cache_dir()
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)  # pycuda writes the cubin there, never creates it
+        except OSError:
+            folder = default_kernel_cache_dir()
         try:
             module = compiler.SourceModule(
                 source,
                 nvcc=nvcc,
                 no_extern_c=True,
                 options=["-O3"],
-                cache_dir=cache_dir or default_kernel_cache_dir(),
+                cache_dir=folder,
             )
             function = module.get_function(name)
             function.prepare(signature)

@@ -28,8 +28,9 @@ from paho.mqtt.properties import Properties
 
 from edgedet.devtools.broker import Broker
 from edgedet.publish.config import MqttConfig
-from edgedet.publish.messages import PresenceEvent, percentiles
+from edgedet.publish.messages import percentiles
 from edgedet.publish.mqtt import MqttPublisher
+from edgedet.tracking.values import PresenceEvent
 
 PREFIX = "fleet"
 GROUP = "fleet-consumers"

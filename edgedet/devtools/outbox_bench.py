@@ -25,8 +25,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from edgedet.devtools.broker import Broker
 from edgedet.publish.config import MqttConfig
-from edgedet.publish.messages import PresenceEvent, percentiles
+from edgedet.publish.messages import ModelInfo, percentiles
 from edgedet.publish.mqtt import MqttPublisher
+from edgedet.tracking.values import PresenceEvent
 from edgedet.types import Detection, DetectionResult
 
 TARGET_RATE = 2000.0
@@ -175,7 +176,6 @@ def _inference_loop() -> Optional[Callable[[], None]]:
 
 def _pipeline_fps(infer: Callable[[], None], pub: Optional[MqttPublisher], seconds: float) -> float:
     """Frames/s of an inference loop that publishes each frame's detections and a durable event."""
-    from edgedet.publish.messages import ModelInfo
 
     model = ModelInfo("yolox_nano", "yolox", "fp32", "onnxruntime", 416, 416)
     dets = tuple(Detection(10.0 * i, 20.0, 10.0 * i + 50, 200.0, 0.8, 0, "person") for i in range(10))

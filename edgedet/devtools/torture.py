@@ -35,10 +35,10 @@ from paho.mqtt.properties import Properties
 
 from edgedet.devtools.broker import Broker
 from edgedet.publish.config import MqttConfig
-from edgedet.publish.messages import PresenceEvent
 from edgedet.publish.mqtt import MqttPublisher
 from edgedet.publish.outbox import Outbox
 from edgedet.publish.outbox_store import COMMITTED
+from edgedet.tracking.values import PresenceEvent
 
 PREFIX = "torture"
 DEVICE = "dev1"

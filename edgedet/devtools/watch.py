@@ -420,6 +420,12 @@ class Watcher:
     def _handle(self, topic: str, payload: bytes) -> None:
         rep = self.report_data
         decoded: Any
+        if topic.endswith("/snapshot"):  # binary JPEG by contract (the tracking stage's snapshots)
+            with self._lock:
+                rep.messages += 1
+                rep.by_type["snapshot"] = rep.by_type.get("snapshot", 0) + 1
+            self._print(f"{time.strftime('%H:%M:%S')} {topic} JPEG {len(payload)} bytes")
+            return
         text = payload.decode("utf-8", errors="replace")
         if topic.endswith("/status") and not text.startswith("{"):
             decoded = text

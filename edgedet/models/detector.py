@@ -31,27 +31,15 @@ class ImageDetector:
     def __init__(
         self,
         backend: Backend,
-        cfg: ModelConfig,
-        class_names: Optional[List[str]] = None,
+        post: PostProcessor,
+        spec: InputSpec,
         *,
-        base_dir: Optional[Path] = None,
-        score_threshold: Optional[float] = None,
-        nms_iou: Optional[float] = None,
-        max_detections: Optional[int] = None,
         preprocess: str = "cpu",
         own_backend: bool = False,
     ) -> None:
         self.backend = backend
-        self.post: PostProcessor = build_postprocessor(
-            cfg,
-            backend,
-            class_names,
-            base_dir=base_dir,
-            score_threshold=score_threshold,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-        )
-        self.spec: InputSpec = input_spec_for(cfg, backend, self.post.family)
+        self.post = post
+        self.spec = spec
         self.preprocessor = make_preprocessor(preprocess, self.spec)
         buffer: Any = self.preprocessor.allocate()
         self._feed: Any
@@ -64,6 +52,33 @@ class ImageDetector:
             self._buffer = buffer
         self._own_backend = own_backend
         self.timings_ms: Dict[str, float] = {}
+
+    @classmethod
+    def for_model(
+        cls,
+        backend: Backend,
+        cfg: ModelConfig,
+        class_names: Optional[List[str]] = None,
+        *,
+        base_dir: Optional[Path] = None,
+        score_threshold: Optional[float] = None,
+        nms_iou: Optional[float] = None,
+        max_detections: Optional[int] = None,
+        preprocess: str = "cpu",
+        own_backend: bool = False,
+    ) -> ImageDetector:
+        """Pick the decoder and input spec for ``backend``'s model from ``cfg`` (overrides win)."""
+        post = build_postprocessor(
+            cfg,
+            backend,
+            class_names,
+            base_dir=base_dir,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+        )
+        spec = input_spec_for(cfg, backend, post.family)
+        return cls(backend, post, spec, preprocess=preprocess, own_backend=own_backend)
 
     def detect(self, image: np.ndarray) -> Tuple[Detection, ...]:
         return self.detect_with_letterbox(image)[0]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgedet.backends.base import Backend
-from edgedet.errors import ModelError, require
+from edgedet.backends.onnx_file import read_model_io
+from edgedet.errors import ModelError
 from edgedet.models.base import Candidates, Decoder
 from edgedet.models.config import ModelConfig
 from edgedet.models.detect import detect_family, make_decoder
@@ -213,32 +214,15 @@ def build_postprocessor(
 class _InputsOnly:
     """Just enough of the Backend protocol for ``input_spec_for`` before any backend exists."""
 
-    def __init__(self, tensor: TensorSpec) -> None:
-        self.inputs = [tensor]
+    def __init__(self, inputs: Sequence[TensorSpec]) -> None:
+        self.inputs = list(inputs)
 
 
-def onnx_output_specs(model_path: Path) -> List[TensorSpec]:
-    """Output names and shapes read from the ONNX file itself (needs the `onnx` package)."""
-    onnx: Any = require("onnx", "quantize", "reading the model's outputs before TensorRT builds it")
-    try:
-        graph = onnx.load(str(model_path), load_external_data=False).graph
-    except Exception as exc:
-        raise ModelError(f"{model_path}: cannot read the ONNX model: {exc}") from exc
-    specs = []
-    for out in graph.output:
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim)
-        specs.append(TensorSpec(out.name, dims, "float32"))
-    return specs
-
-
-def input_spec_resolver(cfg: ModelConfig, model_path: Path) -> Callable[[TensorSpec], InputSpec]:
-    """A function from the network's input tensor to the preprocessing spec, for INT8 calibration inside
-    the TensorRT builder (which runs before any backend can tell the family from its outputs)."""
-
-    def resolve(tensor: TensorSpec) -> InputSpec:
-        family: str = cfg.family
-        if family == "auto":
-            family = detect_family(onnx_output_specs(model_path))
-        return input_spec_for(cfg, _InputsOnly(tensor), family)  # type: ignore[arg-type]
-
-    return resolve
+def resolve_input_spec(cfg: ModelConfig, model_path: Path) -> InputSpec:
+    """The preprocessing ``model_path`` needs, from the ONNX file alone (before any backend is open):
+    what the TensorRT backend keys its engines by and calibrates INT8 with."""
+    inputs, outputs = read_model_io(model_path)
+    family: str = cfg.family
+    if family == "auto":
+        family = detect_family(outputs)
+    return input_spec_for(cfg, _InputsOnly(inputs), family)  # type: ignore[arg-type]

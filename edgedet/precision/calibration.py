@@ -9,37 +9,41 @@ Sources, picked from what ``source`` is:
   ``edgedet.sources.config`` (opened through ``edgedet.sources.registry``); one frame is taken every
   ``interval_s`` seconds so the set covers some time, not one instant.
 
-Images go through the same CPU preprocessing as inference (``edgedet.preprocess.cpu``), with the
-model family's conventions, so the ranges measured are the ranges the deployed model sees. Every bad input
-is a ``CalibrationError`` that names the files at fault; nothing is silently skipped unless ``skip_bad``.
+The frames come from edgedet/sources/calibration.py, the one calibration reader (the TensorRT calibrator
+uses it too), and go through the same CPU preprocessing as inference (edgedet/preprocess/
+calibration_data.py), with the model family's conventions, so the ranges measured are the ranges the
+deployed model sees. Every bad input is a ``CalibrationError`` that names the files at fault; nothing is
+silently skipped unless ``skip_bad``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edgedet.errors import EdgedetError, SourceError, require
+from edgedet.backends.onnxruntime import OnnxRuntimeBackend
+from edgedet.errors import SourceError, require
+from edgedet.models.config import ModelConfig
+from edgedet.models.postprocess import build_postprocessor, input_spec_for
 from edgedet.precision.errors import CalibrationError
-from edgedet.sources.sampling import iter_video_samples
+from edgedet.preprocess.calibration_data import preprocess_frames
+from edgedet.sources.calibration import (
+    TENSOR_SUFFIX,
+    Source,
+    describe_source,
+    iter_calibration_frames,
+    listing,
+    live_config,
+    quote_names,
+)
+from edgedet.sources.suffixes import IMAGE_SUFFIXES
 from edgedet.types import InputSpec
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".ts", ".h264", ".h265", ".mjpeg")
-TENSOR_SUFFIX = ".npy"
-# smaller images carry too little content to say anything about activation ranges after upscaling
-MIN_SIDE = 32
-_SHOWN = 5  # file names quoted in an error message
-
-Source = Union[str, Path, Any]  # a path, a URL / device string, or a source config object
 
 
 @dataclass
@@ -81,9 +85,6 @@ class CalibrationSet:
 
 def model_input_spec(model_path: Union[str, Path], model_cfg: Any = None) -> InputSpec:
     """The preprocessing ``model_path`` needs (size, colour order, scaling), as inference would use it."""
-    from edgedet.backends.onnxruntime import OnnxRuntimeBackend
-    from edgedet.models.config import ModelConfig
-    from edgedet.models.postprocess import build_postprocessor, input_spec_for
 
     cfg = model_cfg or ModelConfig(path=str(model_path))
     backend = OnnxRuntimeBackend(model_path, threads=1)
@@ -114,106 +115,30 @@ def load_calibration(
         raise CalibrationError("the number of calibration images must be at least 1")
     if spec is None:
         spec = model_input_spec(model_path, model_cfg)
-    frames: List[Tuple[str, np.ndarray]]
-    skipped: List[str] = []
-    live_cfg = _live_config(source)
-    if live_cfg is not None:
-        frames = _live_frames(live_cfg, limit, interval_s, timeout_s)
-        description = f"{len(frames)} frames from {getattr(live_cfg, 'url', None) or live_cfg.type} source"
-    else:
-        path = Path(os.path.expanduser(str(source)))
-        if not path.exists():
-            raise CalibrationError(
-                f"calibration data {path} does not exist (an image folder, a video file or a live source)"
-            )
-        if path.is_dir():
+    path = None if live_config(source) is not None else Path(str(source)).expanduser()
+    try:
+        if path is not None and path.is_dir():
             tensors = _npy_folder(path, limit, spec)
             if tensors is not None:
-                names, arrays = tensors
-                return CalibrationSet(spec.name, arrays, names, f"{len(arrays)} tensors from {path}", spec)
-            frames, skipped = _image_folder(path, limit, skip_bad)
-            description = f"{len(frames)} images from {path}"
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            frames, skipped = _read_images([path], skip_bad)
-            description = f"image {path}"
-        elif path.suffix.lower() in VIDEO_SUFFIXES:
-            frames = sample_video_frames(path, limit)
-            description = f"{len(frames)} frames sampled from {path}"
-        else:
-            raise CalibrationError(
-                f"calibration data {path} is neither an image folder, an image nor a video file "
-                f"(video suffixes: {', '.join(VIDEO_SUFFIXES)})"
+                found, arrays = tensors
+                return CalibrationSet(spec.name, arrays, found, f"{len(arrays)} tensors from {path}", spec)
+        skipped: List[str] = []
+        frames = list(
+            iter_calibration_frames(
+                source, limit, skip_bad=skip_bad, skipped=skipped, interval_s=interval_s, timeout_s=timeout_s
             )
-    tensors_list = _preprocess([f for _, f in frames], spec)
-    log.info("calibration: %s", description)
-    return CalibrationSet(spec.name, tensors_list, [n for n, _ in frames], description, spec, skipped)
-
-
-# -- image folders ---------------------------------------------------------------------------------
-
-
-def _listing(folder: Path) -> List[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    except OSError as exc:
-        raise CalibrationError(f"cannot list calibration folder {folder}: {exc}") from exc
-
-
-def _names(paths: Sequence[Any]) -> str:
-    shown = [getattr(p, "name", str(p)) for p in paths[:_SHOWN]]
-    more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
-    return ", ".join(shown) + more
-
-
-def _image_folder(folder: Path, limit: int, skip_bad: bool) -> Tuple[List[Tuple[str, np.ndarray]], List[str]]:
-    files = _listing(folder)
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        if not files:
-            raise CalibrationError(f"calibration folder {folder} is empty")
-        raise CalibrationError(
-            f"calibration folder {folder} holds no images ({' '.join(IMAGE_SUFFIXES)}) or .npy tensors; "
-            f"it has {len(files)} other file(s): {_names(files)}"
         )
-    if len(images) > limit:
-        log.info("calibration: using the first %d of %d images in %s", limit, len(images), folder)
-    return _read_images(images[:limit], skip_bad)
-
-
-def _read_images(paths: Sequence[Path], skip_bad: bool) -> Tuple[List[Tuple[str, np.ndarray]], List[str]]:
-    cv2: Any = require("cv2", "cv", "calibration (reading images)")
-    good: List[Tuple[str, np.ndarray]] = []
-    unreadable: List[Path] = []
-    small: List[str] = []
-    for p in paths:
-        try:
-            image = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        except cv2.error:  # some corrupt files raise instead of returning None
-            image = None
-        if image is None or image.ndim != 3:
-            unreadable.append(p)
-        elif min(image.shape[:2]) < MIN_SIDE:
-            small.append(f"{p.name} ({image.shape[1]}x{image.shape[0]})")
-        else:
-            good.append((p.name, image))
-    problems = []
-    if unreadable:
-        problems.append(f"{len(unreadable)} file(s) cannot be decoded as images: {_names(unreadable)}")
-    if small:
-        problems.append(f"{len(small)} image(s) smaller than {MIN_SIDE} px on a side: {_names(small)}")
-    skipped = [p.name for p in unreadable] + small
-    if problems and (not skip_bad or not good):
-        folder = paths[0].parent if paths else ""
-        hint = "" if good or not skip_bad else " (no usable image left)"
-        raise CalibrationError(f"bad calibration data in {folder}{hint}: " + "; ".join(problems))
-    for line in problems:
-        log.warning("calibration: skipping %s", line)
-    return good, skipped
+    except SourceError as exc:
+        raise CalibrationError(str(exc)) from exc
+    description = f"{len(frames)} {describe_source(source, limit)}"
+    log.info("calibration: %s", description)
+    tensors_list = preprocess_frames([f for _, f in frames], spec)
+    return CalibrationSet(spec.name, tensors_list, [n for n, _ in frames], description, spec, skipped)
 
 
 def _npy_folder(folder: Path, limit: int, spec: InputSpec) -> Optional[Tuple[List[str], List[np.ndarray]]]:
     """Preprocessed .npy tensors in ``folder``, checked against the model input; None if there are none."""
-    files = _listing(folder)
+    files = listing(folder)
     npys = [p for p in files if p.suffix.lower() == TENSOR_SUFFIX]
     if not npys:
         return None
@@ -239,89 +164,14 @@ def _npy_folder(folder: Path, limit: int, spec: InputSpec) -> Optional[Tuple[Lis
     if bad:
         raise CalibrationError(
             f"{len(bad)} tensor file(s) in {folder} do not fit the model input '{spec.name}' "
-            f"{want} float: {_names(bad)}"
+            f"{want} float: {quote_names(bad)}"
         )
     return names, arrays
 
 
-# -- video files and live sources ----------------------------------------------------------------------
-
-
 def sample_video_frames(path: Path, limit: int) -> List[Tuple[str, np.ndarray]]:
+    """``limit`` (origin, frame) pairs spread over the video at ``path`` (agreement checks)."""
     try:
-        frames = [(f"{path.name}#{i}", frame) for i, frame in iter_video_samples(path, limit)]
+        return list(iter_calibration_frames(Path(path), limit))
     except SourceError as exc:
-        raise CalibrationError(f"calibration video: {exc}") from exc
-    if not frames:
-        raise CalibrationError(f"calibration video {path} yielded no frames")
-    if min(frames[0][1].shape[:2]) < MIN_SIDE:
-        raise CalibrationError(f"calibration video {path} is smaller than {MIN_SIDE} px on a side")
-    return frames
-
-
-def _live_config(source: Source) -> Any:
-    """A source config for live sources (URL, /dev/video device, or config object); None otherwise."""
-    if hasattr(source, "type") and not isinstance(source, (str, Path)):
-        return source
-    text = str(source)
-    if text.startswith(("rtsp://", "rtsps://")):
-        from edgedet.sources.config import RtspSource
-
-        return RtspSource(type="rtsp", url=text)
-    if text.startswith("/dev/video"):
-        from edgedet.sources.config import V4l2Source
-
-        return V4l2Source(type="v4l2", device=text)
-    return None
-
-
-def _live_frames(cfg: Any, limit: int, interval_s: float, timeout_s: float) -> List[Tuple[str, np.ndarray]]:
-    from edgedet.sources.registry import open_reader
-
-    reader = open_reader(cfg)
-    frames: List[Tuple[str, np.ndarray]] = []
-    try:
-        try:
-            reader.open()
-        except EdgedetError as exc:
-            raise CalibrationError(f"cannot open the calibration source: {exc}") from exc
-        deadline = time.monotonic() + timeout_s
-        next_take = 0.0
-        while len(frames) < limit and time.monotonic() < deadline:
-            frame = reader.read()
-            if frame is None:
-                if getattr(reader, "ended", False):
-                    break
-                time.sleep(0.05)
-                continue
-            now = time.monotonic()
-            if now >= next_take:
-                frames.append((f"{reader.description}#{len(frames)}", frame))
-                next_take = now + interval_s
-    finally:
-        reader.close()
-    if not frames:
-        raise CalibrationError(
-            f"the calibration source {reader.description} delivered no frame in {timeout_s:g} s"
-        )
-    if len(frames) < limit:
-        log.warning("calibration: only %d of %d frames arrived in %.0f s", len(frames), limit, timeout_s)
-    return frames
-
-
-# -- preprocessing -----------------------------------------------------------------------------------------
-
-
-def _preprocess(images: Sequence[np.ndarray], spec: InputSpec) -> List[np.ndarray]:
-    from edgedet.preprocess.cpu import CpuPreprocessor
-
-    pre = CpuPreprocessor(spec)
-    out: List[np.ndarray] = []
-    try:
-        for image in images:
-            buf = pre.allocate()
-            pre.run(image, buf)
-            out.append(buf)
-    finally:
-        pre.close()
-    return out
+        raise CalibrationError(str(exc)) from exc

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Optional
 
 from edgedet.precision.errors import PrecisionError
+from edgedet.precision.fp16 import convert_fp16
+from edgedet.precision.quantize import quantize, read_float_layers
 from edgedet.precision.ranges import METHODS
+from edgedet.precision.sensitivity import search
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +93,11 @@ def run_quantize(args: argparse.Namespace) -> int:
         precision = "mixed" if has_eval else "int8"
     out: Path = args.output or _default_output(args.model, precision)
     if precision == "fp16":
-        from edgedet.precision.fp16 import convert_fp16
-
         path = convert_fp16(args.model, out)
         print(f"wrote {path} (FP16, float32 inputs/outputs)")
         return 0
     ranges = args.ranges or out.with_suffix(".ranges.json")
     if precision == "int8":
-        from edgedet.precision.quantize import quantize, read_float_layers
-
         floats = read_float_layers(args.float_layers) if args.float_layers else []
         result = quantize(
             args.model,
@@ -120,7 +119,6 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise PrecisionError(
             "--precision mixed needs --calib (calibration images for the sensitivity analysis)"
         )
-    from edgedet.precision.sensitivity import search
 
     found = search(
         args.model,

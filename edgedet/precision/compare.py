@@ -9,6 +9,7 @@ of the F1 of class-aware, IoU >= 0.5 greedy matching between the variant's and t
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgedet.backends import open_backend
+from edgedet.backends.onnxruntime import OnnxRuntimeBackend
+from edgedet.config import load_config
+from edgedet.errors import EdgedetError
+from edgedet.models.config import ModelConfig
+from edgedet.models.detector import ImageDetector
+from edgedet.models.postprocess import resolve_input_spec
+from edgedet.precision.calibration import sample_video_frames
 from edgedet.precision.errors import PrecisionError
+from edgedet.precision.evaluate import evaluate
+from edgedet.precision.report import markdown_table
 from edgedet.types import Detection
 
 log = logging.getLogger(__name__)
@@ -73,8 +84,6 @@ class Comparison:
         return [d for d in deltas[:n] if d[1] < 0]
 
     def markdown(self, losers: int = 3) -> str:
-        from edgedet.precision.report import markdown_table
-
         ref = next((v for v in self.variants if v.name == self.reference), None)
         header = ["variant", "mAP@0.5:0.95", "mAP@0.5", "median ms", "size MB"]
         if self.video:
@@ -137,13 +146,10 @@ def video_detections(
     variant: Variant, frames: Sequence[np.ndarray], score_threshold: float, model_cfg: Any = None
 ) -> Tuple[List[Tuple[Detection, ...]], float]:
     """Detections on every frame and the median inference time (ms)."""
-    from edgedet.backends.onnxruntime import OnnxRuntimeBackend
-    from edgedet.models.config import ModelConfig
-    from edgedet.models.detector import ImageDetector
 
     cfg = model_cfg or ModelConfig(path=str(variant.path))
     backend = variant.backend or OnnxRuntimeBackend(variant.path)
-    detector = ImageDetector(backend, cfg, score_threshold=score_threshold)
+    detector = ImageDetector.for_model(backend, cfg, score_threshold=score_threshold)
     out: List[Tuple[Detection, ...]] = []
     times: List[float] = []
     try:
@@ -188,7 +194,6 @@ def compare(
     ref_name = reference or variants[0].name
     if ref_name not in names:
         raise PrecisionError(f"reference {ref_name!r} is not among the variants")
-    from edgedet.errors import EdgedetError
 
     results: List[VariantResult] = []
     n_images = 0
@@ -201,8 +206,6 @@ def compare(
             results.append(r)
             continue
         if images is not None and annotations is not None:
-            from edgedet.precision.evaluate import evaluate
-
             try:
                 ev = evaluate(
                     v.path,
@@ -239,9 +242,6 @@ def _add_agreement(
     score_threshold: float,
     model_cfg: Any,
 ) -> int:
-    from edgedet.errors import EdgedetError
-    from edgedet.precision.calibration import sample_video_frames
-
     frames = [f for _, f in sample_video_frames(video, n_frames)]
     by_name = {v.name: v for v in variants}
     ref_result = next(r for r in results if r.name == ref_name)
@@ -272,15 +272,11 @@ def run_compare_command(args: Any, models: Sequence[Path]) -> int:
     The first model is the reference. With ``--config`` its model settings apply to every variant and,
     for a TensorRT backend, each model is opened through that backend (engines built/cached as usual).
     """
-    import json
-
     model_cfg: Any = None
     backend_cfg: Any = None
     state_dir = Path(".")
     config_path = getattr(args, "config", None)
     if config_path is not None:
-        from edgedet.config import load_config
-
         config = load_config(config_path)
         model_cfg = config.model
         if config.backend.type != "onnxruntime":
@@ -296,9 +292,13 @@ def run_compare_command(args: Any, models: Sequence[Path]) -> int:
                 name = f"{name} ({seen[name]})"
             backend = None
             if backend_cfg is not None:
-                from edgedet.backends import open_backend
-
-                backend = open_backend(backend_cfg, Path(path), state_dir)
+                backend = open_backend(
+                    backend_cfg,
+                    Path(path),
+                    state_dir,
+                    input_spec=resolve_input_spec(model_cfg, Path(path)),
+                    input_size=model_cfg.input_size,
+                )
                 opened.append(backend)
             variants.append(Variant(name, path, backend))
         result = compare(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from edgedet.backends.base import Backend
+from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.errors import require
 from edgedet.models.config import ModelConfig
 from edgedet.models.detector import ImageDetector
@@ -96,13 +97,11 @@ def evaluate(
     )
     own = backend is None
     if backend is None:
-        from edgedet.backends.onnxruntime import OnnxRuntimeBackend
-
         backend = OnnxRuntimeBackend(
             model_path, threads=threads, providers=providers, session_options=session_options
         )
     try:
-        detector = ImageDetector(
+        detector = ImageDetector.for_model(
             backend,
             cfg,
             score_threshold=score_threshold,

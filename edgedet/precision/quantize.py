@@ -30,7 +30,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 
 import numpy as np
 
+from edgedet.backends.tensorrt.layers import load_layer_list
 from edgedet.errors import ModelError, require
+from edgedet.precision.calibration import CalibrationSet, load_calibration
 from edgedet.precision.errors import PrecisionError
 from edgedet.precision.ranges import METHODS, RangeTable, collect, file_sha256
 
@@ -331,7 +333,7 @@ def save_model(model: Any, path: PathLike) -> Path:
 
 def write_float_layers(path: PathLike, layers: Sequence[str], model_sha256: str, **info: Any) -> Path:
     """The layers to keep in float on TensorRT 8.5-10 implicit INT8 builds, as the JSON object
-    ``{"layers": [names], "model_sha256": ..., ...}`` that ``backends.trt_layers.load_layer_list`` reads.
+    ``{"layers": [names], "model_sha256": ..., ...}`` that ``backends.tensorrt.layers.load_layer_list`` reads.
     Names are the FP32 ONNX node names (or output tensor names for unnamed nodes); a layer without a
     precision runs in FP16 when the build enables FP16 and in FP32 otherwise."""
     out = Path(path)
@@ -341,8 +343,6 @@ def write_float_layers(path: PathLike, layers: Sequence[str], model_sha256: str,
 
 
 def read_float_layers(path: PathLike) -> List[str]:
-    from edgedet.backends.trt_layers import load_layer_list
-
     return list(load_layer_list(Path(path)))
 
 
@@ -451,7 +451,6 @@ def obtain_ranges(
         return table
     if calibration is None:
         raise PrecisionError("calibration data is needed (an image folder, a video file or a live source)")
-    from edgedet.precision.calibration import CalibrationSet, load_calibration
 
     calib = calibration
     if not isinstance(calib, CalibrationSet):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:
-    from edgedet.precision.sensitivity import SearchResult, Step
+from edgedet.precision.result import SearchResult, Step
 
 log = logging.getLogger(__name__)
 

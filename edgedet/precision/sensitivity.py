@@ -23,7 +23,6 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -31,63 +30,15 @@ import numpy as np
 
 from edgedet.errors import require
 from edgedet.precision import quantize as q
+from edgedet.precision.calibration import CalibrationSet, load_calibration
 from edgedet.precision.errors import PrecisionError
+from edgedet.precision.evaluate import evaluate
+from edgedet.precision.report import write_search_report
+from edgedet.precision.result import LayerSensitivity, SearchResult, Step
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-
-
-@dataclass
-class LayerSensitivity:
-    name: str
-    trt_name: str
-    macs: int
-    depthwise: bool
-    error: float  # output error vs FP32 with only this layer quantized (normalised MSE)
-
-
-@dataclass
-class Step:
-    index: int
-    phase: str  # "fp32", "int8", "grow", "bisect", "requantize"
-    float_layers: List[str]  # node names
-    int8_mac_share: float
-    map50_95: float
-    map50: float
-    passed: bool
-    seconds: float
-
-
-@dataclass
-class SearchResult:
-    qdq_path: Path
-    float_layers_path: Path
-    report_path: Optional[Path]
-    plot_path: Optional[Path]
-    ranges_path: Path
-    fp32_map50_95: float
-    fp32_map50: float
-    map50_95: float
-    map50: float
-    int8_mac_share: float
-    float_layers: List[str]  # TensorRT names
-    within_budget: bool
-    max_map_drop: float
-    message: str
-    method: str
-    steps: List[Step] = field(default_factory=list)
-    sensitivities: List[LayerSensitivity] = field(default_factory=list)
-    seconds: float = 0.0
-    eval_images: int = 0
-    calib_images: int = 0
-    model: str = ""
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        for k in ("qdq_path", "float_layers_path", "report_path", "plot_path", "ranges_path"):
-            d[k] = str(d[k]) if d[k] is not None else None
-        return d
 
 
 Evaluator = Callable[[Path], Tuple[float, float]]  # model path -> (mAP@.5:.95, mAP@.5)
@@ -333,7 +284,6 @@ def search(
     sha = q.file_sha256(src)
     prepared = q.prepare(model)
     layers = q.conv_layers(prepared, model)
-    from edgedet.precision.calibration import CalibrationSet, load_calibration
 
     calib = calibration
     if not isinstance(calib, CalibrationSet):
@@ -433,8 +383,6 @@ def search(
     result.seconds = time.monotonic() - started
     Path(f"{stem}.search.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
     if report:
-        from edgedet.precision.report import write_search_report
-
         result.report_path, result.plot_path = write_search_report(result, Path(f"{stem}.report.md"))
     (log.info if within else log.warning)("%s", message)
     return result
@@ -448,8 +396,6 @@ class _CocoEvaluator:
         self.images = 0
 
     def __call__(self, path: Path) -> Tuple[float, float]:
-        from edgedet.precision.evaluate import evaluate
-
         r = evaluate(path, self.images_dir, self.annotations, model_cfg=self.model_cfg, limit=self.limit)
         self.images = r.images
         return r.map50_95, r.map50

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-if TYPE_CHECKING:
-    from edgedet.preprocess.base import Preprocessor
-    from edgedet.types import InputSpec
+from edgedet.preprocess.base import Preprocessor
+from edgedet.preprocess.cpu import CpuPreprocessor
+from edgedet.preprocess.cuda import CudaPreprocessor
+from edgedet.types import InputSpec
 
 
 def make_preprocessor(
@@ -16,15 +17,12 @@ def make_preprocessor(
     """Build the preprocessor named by ``kind``: "cpu" (OpenCV + numpy) or "cuda" (pycuda kernel on
     GPU ``device``, compiled kernels cached in ``cache_dir``).
 
-    Imports happen here, so choosing "cpu" never touches CUDA and vice versa.
+    OpenCV and pycuda are imported only when a preprocessor is built, so choosing "cpu" never touches
+    CUDA and vice versa.
     """
     if kind == "cpu":
-        from edgedet.preprocess.cpu import CpuPreprocessor
-
         return CpuPreprocessor(spec)
     if kind == "cuda":
-        from edgedet.preprocess.cuda import CudaPreprocessor  # type: ignore[import-not-found,unused-ignore]
-
         folder = str(cache_dir) if cache_dir is not None else None
-        return CudaPreprocessor(spec, device=device, cache_dir=folder)  # type: ignore[no-any-return,unused-ignore]
+        return CudaPreprocessor(spec, device=device, cache_dir=folder)
     raise ValueError(f"unknown preprocessor kind {kind!r} (cpu or cuda)")

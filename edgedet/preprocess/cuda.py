@@ -7,7 +7,12 @@ the GPU one of three ways:
   one asynchronous upload, the fastest path on a discrete GPU;
 * it sits in a ``frame_buffer(mapped=True)`` buffer (the default on Jetson, where CPU and GPU share
   DRAM): the kernel reads it in place, no copy at all;
-* any other numpy array: uploaded from pageable memory (the driver stages it).
+* any other numpy array (what OpenCV's decoders return): uploaded from pageable memory (the driver
+  stages it and blocks), about 3-4x slower than from pinned memory on an H200. ``stage_frames=True``
+  copies it into page-locked staging buffers of our own first (mapped on Jetson, where the kernel then
+  reads them in place); measured on the H200 that is slower still (the extra host copy costs more than
+  the driver's staging: docs/measured/gpu/bench.txt), so it is off by default. The fast path needs the
+  source to decode into ``frame_buffer()`` memory.
 
 The output is a ``DeviceTensor`` (1x3xHxW on the device) whose pointer the TensorRT backend binds as
 its input; the values equal ``CpuPreprocessor``'s (same OpenCV resize arithmetic, same constants).
@@ -113,6 +118,7 @@ class CudaPreprocessor:
         cache_dir: Optional[str] = None,
         synchronize: bool = True,
         timing: bool = False,
+        stage_frames: bool = False,
     ) -> None:
         if spec.dtype not in ("float32", "float16"):
             raise ValueError(f"unsupported input dtype {spec.dtype!r} (float32 or float16)")
@@ -131,6 +137,11 @@ class CudaPreprocessor:
         self._geometry: Dict[Tuple[int, int], _SourceGeometry] = {}
         self._frames: Dict[int, HostBuffer] = {}  # data pointer -> pinned/mapped frame buffers we own
         self._staging: Optional[DeviceBuffer] = None
+        self.stage_frames = stage_frames
+        # page-locked (mapped on integrated GPUs) host copies of pageable frames, used in turn; each
+        # with the event after the kernel that last read it, so it is not overwritten too early
+        self._host_ring: List[Tuple[HostBuffer, Event]] = []
+        self._host_next = 0
         self.last_timing_ms: Dict[str, float] = {}
         name = "letterbox_f16" if spec.dtype == "float16" else "letterbox_f32"
         with runtime.activate():
@@ -172,7 +183,7 @@ class CudaPreprocessor:
             start = time.perf_counter()
             if self._timing is not None:
                 self._timing[0].record(self._stream)
-            src_ptr, pitch = self._source_pointer(image)
+            src_ptr, pitch, used = self._source_pointer(image)
             args: List[object] = [
                 src_ptr, pitch, src_w, src_h, geo.xtab.ptr, geo.ytab.ptr,
                 geo.new_w, geo.new_h, int(geo.pad_x), int(geo.pad_y),
@@ -186,6 +197,8 @@ class CudaPreprocessor:
             )
             self._kernel.launch(grid, _BLOCK, self._stream, args)  # type: ignore[arg-type]
             out.ready.record(self._stream)
+            if used is not None:
+                used.record(self._stream)
             if self._timing is not None:
                 self._timing[1].record(self._stream)
             timings = {}
@@ -209,14 +222,43 @@ class CudaPreprocessor:
             geo = self._geometry[(src_w, src_h)] = _SourceGeometry(self.runtime, src_w, src_h, self.spec)
         return geo
 
-    def _source_pointer(self, image: np.ndarray) -> Tuple[int, int]:
-        """A device-readable pointer to the frame and its row pitch in bytes (uploading if needed)."""
+    def _source_pointer(self, image: np.ndarray) -> Tuple[int, int, Optional[Event]]:
+        """A device-readable pointer to the frame, its row pitch in bytes (uploading if needed), and the
+        event to record once the kernel has read a staging buffer (None when no staging was used)."""
         if not image.flags.c_contiguous:
             image = np.ascontiguousarray(image)
         pitch = int(image.strides[0])
         host = self._frames.get(image.ctypes.data)
-        if host is not None and host.array.shape == image.shape and host.device_ptr is not None:
-            return host.device_ptr, pitch  # mapped: the kernel reads host memory in place
+        used: Optional[Event] = None
+        if host is None or host.array.shape != image.shape:
+            if not self.stage_frames:
+                return self._upload(image), pitch, None
+            host, used = self._stage_host(image)
+        if host.device_ptr is not None:
+            return host.device_ptr, pitch, used  # mapped: the kernel reads host memory in place
+        return self._upload(host.array), pitch, used  # pinned: an asynchronous DMA
+
+    def _stage_host(self, image: np.ndarray) -> Tuple[HostBuffer, Event]:
+        """Copy a pageable frame into the next page-locked staging buffer (after its last reader)."""
+        if not self._host_ring or self._host_ring[0][0].array.shape != image.shape:
+            self._stream.synchronize()
+            for old, _ in self._host_ring:
+                old.free()
+            mapped = self.runtime.integrated
+            self._host_ring = [
+                (
+                    self.runtime.alloc_host(image.shape, "uint8", mapped=mapped),
+                    self.runtime.event(timing=False),
+                )
+                for _ in range(2)
+            ]
+        host, done = self._host_ring[self._host_next]
+        self._host_next = (self._host_next + 1) % len(self._host_ring)
+        done.synchronize()  # the kernel that read this buffer last has finished
+        np.copyto(host.array, image)
+        return host, done
+
+    def _upload(self, image: np.ndarray) -> int:
         nbytes = image.nbytes
         if self._staging is None or self._staging.nbytes < nbytes:
             if self._staging is not None:
@@ -227,7 +269,7 @@ class CudaPreprocessor:
         # Upload and kernel share one stream, so the next frame's upload cannot overwrite the staging
         # buffer before this kernel has read it, even when run() does not synchronize.
         self.runtime.htod_async(self._staging.ptr, image, self._stream)
-        return self._staging.ptr, pitch
+        return self._staging.ptr
 
     def close(self) -> None:
         if self._closed:
@@ -244,3 +286,6 @@ class CudaPreprocessor:
             for host in self._frames.values():
                 host.free()
             self._frames.clear()
+            for host, _ in self._host_ring:
+                host.free()
+            self._host_ring = []  # the events die here, with the context pushed

@@ -1,11 +1,14 @@
 """MQTT connection, per-message-class settings, presence events and the durable outbox."""
 
-from typing import List, Optional
+from typing import Optional
 
 from pydantic import Field, model_validator
 from typing_extensions import Literal
 
 from edgedet.configbase import Strict
+
+# presence events are decided by the tracking stage; their settings stay under mqtt.events
+from edgedet.tracking.config import PresenceConfig as EventsConfig
 
 # MQTT's own limit on one packet's remaining length
 MQTT_MAX_PAYLOAD = 268_435_455
@@ -43,27 +46,24 @@ class MessageClass(Strict):
         return self
 
 
-class EventsConfig(Strict):
-    """Presence events: `appeared` when a class is seen in K of the last N frames, `cleared` after T s."""
-
-    min_frames: int = Field(default=3, ge=1)  # K
-    window_frames: int = Field(default=5, ge=1)  # N
-    clear_after_s: float = Field(default=5.0, gt=0)  # T
-    # at most one event per camera and class in this many seconds
-    min_interval_s: float = Field(default=1.0, ge=0)
-    # class names that produce events (None: every class the model reports)
-    classes: Optional[List[str]] = None
-
-    @model_validator(mode="after")
-    def _k_le_n(self) -> "EventsConfig":
-        if self.min_frames > self.window_frames:
-            raise ValueError("min_frames must not exceed window_frames")
-        return self
+# what the topic of each tracking message class must name (one retained state per zone, line, label)
+_PLACEHOLDERS = {
+    "objects": ("{camera}",),
+    "occupancy": ("{camera}", "{zone}"),
+    "lines": ("{camera}", "{line}"),
+    "snapshot": ("{camera}", "{label}"),
+}
 
 
 class MessagesConfig(Strict):
     detections: MessageClass = MessageClass(topic="{camera}/detections", qos=0)
     events: MessageClass = MessageClass(topic="{camera}/events", qos=1, durable=True)
+    # the tracking stage: object lifecycle events, zone occupancy and line counts ("{zone}"/"{line}"
+    # are replaced by the name), and the best picture of the latest object of each label (binary JPEG)
+    objects: MessageClass = MessageClass(topic="{camera}/objects", qos=1, durable=True)
+    occupancy: MessageClass = MessageClass(topic="{camera}/zones/{zone}", qos=1, retain=True)
+    lines: MessageClass = MessageClass(topic="{camera}/lines/{line}", qos=1, retain=True)
+    snapshot: MessageClass = MessageClass(topic="{camera}/{label}/snapshot", qos=0, retain=True)
     stats: MessageClass = MessageClass(topic="stats", qos=0)
     telemetry: MessageClass = MessageClass(topic="telemetry", qos=0)
     # availability: plain "online"/"offline", retained, with the last will
@@ -71,16 +71,23 @@ class MessagesConfig(Strict):
 
     @model_validator(mode="after")
     def _topics(self) -> "MessagesConfig":
+        for name, needs in _PLACEHOLDERS.items():
+            for placeholder in needs:
+                if placeholder not in getattr(self, name).topic:
+                    raise ValueError(f"{name}.topic must contain {placeholder}")
         for name in ("detections", "events"):
             if "{camera}" not in getattr(self, name).topic:
                 raise ValueError(f"{name}.topic must contain {{camera}} (one stream per camera)")
         for name in ("stats", "telemetry", "status"):
             if "{camera}" in getattr(self, name).topic:
                 raise ValueError(f"{name}.topic is per device and cannot contain {{camera}}")
+        if self.snapshot.durable:
+            raise ValueError("snapshot cannot be durable: it is a retained picture, only the latest counts")
         if self.status.durable:
             raise ValueError("status cannot be durable: it is a retained state with a last will")
         topics = [self.detections.topic, self.events.topic, self.stats.topic, self.telemetry.topic]
-        topics.append(self.status.topic)
+        topics += [self.status.topic, self.objects.topic, self.occupancy.topic, self.lines.topic]
+        topics.append(self.snapshot.topic)
         if len(set(topics)) != len(topics):
             raise ValueError("every message class needs its own topic")
         return self

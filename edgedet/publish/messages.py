@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from edgedet.tracking.values import LineCount, ObjectEvent, Occupancy, PresenceEvent
 from edgedet.types import DetectionResult
 
 SCHEMA_VERSION = 1
-TYPES = ("detections", "event", "stats", "telemetry")
+TYPES = ("detections", "event", "object", "occupancy", "line_count", "stats", "telemetry")
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 
@@ -36,22 +37,6 @@ class ModelInfo:
     backend: str  # onnxruntime, tensorrt
     input_width: int
     input_height: int
-
-
-@dataclass(frozen=True)
-class PresenceEvent:
-    """A class appearing in, or clearing from, one camera's view (see events.py)."""
-
-    camera: str
-    event: str  # "appeared" or "cleared"
-    class_id: int
-    class_name: str
-    time: float  # wall clock of the frame (or check) that decided it
-    frame_seq: Optional[int]
-    count: int  # objects of the class in the deciding frame (0 for cleared)
-    score: Optional[float]  # best score in the deciding frame (None for cleared)
-    first_seen: float  # wall clock the class was first seen in this presence period
-    last_seen: float
 
 
 @dataclass(frozen=True)
@@ -131,6 +116,7 @@ def build_detections(
                 "score": _num(d.score, 4),
                 "box": [_num(d.x1, 1), _num(d.y1, 1), _num(d.x2, 1), _num(d.y2, 1)],
                 "box_norm": [_num(d.x1 / w, 5), _num(d.y1 / h, 5), _num(d.x2 / w, 5), _num(d.y2 / h, 5)],
+                "track_id": None if d.track_id is None else int(d.track_id),
             }
         )
     latency = {str(k): _num(v, 3) for k, v in result.timings_ms.items()}
@@ -193,6 +179,90 @@ def build_event(event: PresenceEvent, env: Envelope) -> Dict[str, Any]:
     return msg
 
 
+def build_object_event(event: ObjectEvent, env: Envelope) -> Dict[str, Any]:
+    """One step of a tracked object's lifecycle (tracking/stage.py)."""
+    w = max(int(event.frame_width), 1)
+    h = max(int(event.frame_height), 1)
+    x1, y1, x2, y2 = event.box
+    until = event.end_time if event.end_time is not None else event.time
+    msg = env.fields("object")
+    msg.update(
+        {
+            "camera": event.camera,
+            "event": event.event,
+            "reasons": list(event.reasons),
+            "track_id": int(event.track_id),
+            "object_id": event.object_id,
+            "class_id": int(event.class_id),
+            "label": event.label,
+            "score": _num(event.score, 4) or 0.0,
+            "top_score": _num(event.top_score, 4) or 0.0,
+            "box": [_num(x1, 1) or 0.0, _num(y1, 1) or 0.0, _num(x2, 1) or 0.0, _num(y2, 1) or 0.0],
+            "box_norm": [
+                _num(x1 / w, 5) or 0.0,
+                _num(y1 / h, 5) or 0.0,
+                _num(x2 / w, 5) or 0.0,
+                _num(y2 / h, 5) or 0.0,
+            ],
+            "current_zones": list(event.current_zones),
+            "entered_zones": list(event.entered_zones),
+            "stationary": bool(event.stationary),
+            "start_time": iso_utc(event.start_time),
+            "start_ts_ms": epoch_ms(event.start_time),
+            "end_time": None if event.end_time is None else iso_utc(event.end_time),
+            "end_ts_ms": None if event.end_time is None else epoch_ms(event.end_time),
+            "duration_s": _num(max(until - event.start_time, 0.0), 3) or 0.0,
+            "time": iso_utc(event.time),
+            "ts_ms": epoch_ms(event.time),
+            "frame_seq": None if event.frame_seq is None else int(event.frame_seq),
+            "has_snapshot": bool(event.has_snapshot),
+        }
+    )
+    return msg
+
+
+def build_occupancy(occupancy: Occupancy, env: Envelope) -> Dict[str, Any]:
+    """Objects in one zone now, per label (retained)."""
+    msg = env.fields("occupancy")
+    counts = {c.label: int(c.count) for c in occupancy.counts}
+    msg.update(
+        {
+            "camera": occupancy.camera,
+            "zone": occupancy.zone,
+            "counts": counts,
+            "total": sum(counts.values()),
+            "time": iso_utc(occupancy.time),
+            "ts_ms": epoch_ms(occupancy.time),
+        }
+    )
+    return msg
+
+
+def build_line_count(count: LineCount, env: Envelope) -> Dict[str, Any]:
+    """A line's in/out totals per label (retained), with the crossing that changed them."""
+    msg = env.fields("line_count")
+    last = None
+    if count.last_direction is not None:
+        last = {
+            "track_id": int(count.last_track_id or 0),
+            "label": count.last_label,
+            "direction": count.last_direction,
+        }
+    msg.update(
+        {
+            "camera": count.camera,
+            "line": count.line,
+            "counts": {c.label: {"in": int(c.crossed_in), "out": int(c.crossed_out)} for c in count.counts},
+            "total_in": sum(int(c.crossed_in) for c in count.counts),
+            "total_out": sum(int(c.crossed_out) for c in count.counts),
+            "last": last,
+            "time": iso_utc(count.time),
+            "ts_ms": epoch_ms(count.time),
+        }
+    )
+    return msg
+
+
 def percentiles(samples: Iterable[float]) -> Dict[str, Optional[float]]:
     """p50/p95 (nearest rank) and the sample count; None where there are no samples."""
     vals = sorted(float(v) for v in samples if v is not None and math.isfinite(float(v)))
@@ -213,7 +283,7 @@ def latency_summary(samples_ms: Mapping[str, Sequence[float]]) -> Dict[str, Dict
 
 _CAMERA_COUNTERS = ("frames_in", "frames_out", "dropped")
 _CAMERA_OPTIONAL_INTS = ("skipped", "corrupt", "reconnects")
-_CAMERA_OPTIONAL_RATES = ("fps", "fps_in", "fps_out")
+_CAMERA_OPTIONAL_RATES = ("fps", "fps_in", "fps_out", "retry_in_s")
 _CAMERA_OPTIONAL_TEXT = ("last_error", "error")
 _STATS_OBJECTS = ("power", "throttle")
 
@@ -337,6 +407,8 @@ def encode(msg: Mapping[str, Any]) -> bytes:
     return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def stream_key(kind: str, camera: Optional[str] = None) -> str:
-    """The sequence-number stream of a message class (per camera for detections and events)."""
-    return f"{kind}/{camera}" if camera else kind
+def stream_key(kind: str, camera: Optional[str] = None, name: Optional[str] = None) -> str:
+    """The sequence-number stream of a message class (per camera for detections and events; per
+    camera and zone/line for occupancy and line counts)."""
+    key = f"{kind}/{camera}" if camera else kind
+    return f"{key}/{name}" if name else key

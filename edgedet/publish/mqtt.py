@@ -10,6 +10,7 @@ exception ever leaves a paho callback or reaches the pipeline.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import re
@@ -19,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional
+from typing import Any, Callable, Deque, Dict, Mapping, Optional
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -28,15 +29,17 @@ from paho.mqtt.properties import Properties
 from edgedet.errors import PublishError
 from edgedet.publish import messages as m
 from edgedet.publish.config import MessageClass, MqttConfig
-from edgedet.publish.events import PresenceTracker
-from edgedet.publish.messages import Envelope, ModelInfo, PresenceEvent
+from edgedet.publish.messages import Envelope, ModelInfo
 from edgedet.publish.outbox import ACCEPTED, Outbox, OutboxStats, SendInfo, is_published
 from edgedet.runtime.ratelimit import RateLimitedLog
+from edgedet.tracking.values import PresenceEvent, Snapshot, TrackingUpdate
 from edgedet.types import DetectionResult
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ModelInfo", "MqttPublisher", "PublisherStatus", "resolve_password"]
+
+_TOPIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 # paho's MQTTErrorCode values (stable since 1.x)
 _ERR_SUCCESS = 0
@@ -157,7 +160,6 @@ class MqttPublisher:
         )
         self.outbox = outbox if outbox is not None else Outbox(cfg.outbox, path)
         self._durable_ok = cfg.outbox.enabled
-        self.presence = PresenceTracker(cfg.events)
         self._client: Any = None
         self._started = False
         self._stopped = False
@@ -175,8 +177,10 @@ class MqttPublisher:
         self._warn = RateLimitedLog(log, interval_s=30.0)
 
     # -- topics --------------------------------------------------------------------------------
-    def topic(self, cls: MessageClass, camera: Optional[str] = None) -> str:
+    def topic(self, cls: MessageClass, camera: Optional[str] = None, **names: str) -> str:
         rel = cls.topic.replace("{camera}", camera) if camera is not None else cls.topic
+        for key, value in names.items():  # {zone}, {line}, {label}: names made topic-safe
+            rel = rel.replace("{" + key + "}", _TOPIC_UNSAFE.sub("_", value) or "_")
         return f"{self.base_topic}/{rel}"
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -486,15 +490,20 @@ class MqttPublisher:
             self._counts[key] += n
 
     def _emit(
-        self, kind: str, cls: MessageClass, camera: Optional[str], build: Callable[[Envelope], Dict[str, Any]]
+        self,
+        kind: str,
+        cls: MessageClass,
+        camera: Optional[str],
+        build: Callable[[Envelope], Dict[str, Any]],
+        **names: str,
     ) -> bool:
         """Number, build, size-check and send (or store) one JSON message; never raises."""
         if not self._started or self._stopped or not cls.enabled:
             return False
         try:
             durable = cls.durable and self._durable_ok
-            stream = m.stream_key(kind, camera)
-            topic = self.topic(cls, camera)
+            stream = m.stream_key(kind, camera, "/".join(names.values()) or None)
+            topic = self.topic(cls, camera, **names)
             with self._emit_lock:  # seq order == commit order for each durable stream
                 seq, epoch = self.outbox.next_seq(stream, durable)
                 env = Envelope(self.device_id, seq, epoch, time.time())
@@ -530,23 +539,60 @@ class MqttPublisher:
 
     # -- public API ----------------------------------------------------------------------------
     def publish_detections(self, result: DetectionResult, model: ModelInfo) -> bool:
-        """One frame's detections (and any presence events they decide). Returns at once."""
-        events: List[PresenceEvent] = []
-        if self.cfg.messages.events.enabled:
-            try:
-                events = self.presence.update(result)
-            except Exception as exc:
-                self._count("errors")
-                self._warn.error("presence", "presence tracking failed: %s", exc)
-        ok = self._emit(
+        """One frame's detections. Returns at once."""
+        return self._emit(
             "detections",
             self.cfg.messages.detections,
             result.camera,
             lambda env: m.build_detections(result, model, env),
         )
-        for ev in events:
+
+    # -- the tracking stage's output -----------------------------------------------------------
+    def publish_tracking(self, update: TrackingUpdate, model: ModelInfo) -> bool:
+        """Everything the tracking stage decided for one frame (or expiry check), in that order:
+        detections, presence events, snapshots, object events, zone occupancy, line counts."""
+        ok = True
+        msgs = self.cfg.messages
+        if update.result is not None:
+            ok = self.publish_detections(update.result, model)
+        for ev in update.presence:
             self.publish_event(ev)
+        for shot in update.snapshots:  # before the events that say has_snapshot
+            self.publish_snapshot(shot)
+        for obj in update.objects:
+            self._emit("object", msgs.objects, obj.camera, functools.partial(m.build_object_event, obj))
+        for occ in update.occupancy:
+            build_occ = functools.partial(m.build_occupancy, occ)
+            self._emit("occupancy", msgs.occupancy, occ.camera, build_occ, zone=occ.zone)
+        for count in update.lines:
+            build_line = functools.partial(m.build_line_count, count)
+            self._emit("line_count", msgs.lines, count.camera, build_line, line=count.line)
         return ok
+
+    def publish_snapshot(self, shot: Snapshot) -> bool:
+        """A JPEG, retained, on <camera>/<label>/snapshot (binary: no envelope, never durable)."""
+        cls = self.cfg.messages.snapshot
+        if not self._started or self._stopped or not cls.enabled:
+            return False
+        if len(shot.jpeg) > self.cfg.max_payload_bytes:
+            self._count("oversize")
+            self._count("dropped")
+            self._warn.warning(
+                "oversize-snapshot",
+                "MQTT: snapshot of %d bytes exceeds max_payload_bytes=%d: not sent (lower "
+                "tracking.snapshots.jpeg_quality or use mode: crop)",
+                len(shot.jpeg),
+                self.cfg.max_payload_bytes,
+            )
+            return False
+        try:
+            return self._send_now(
+                self.topic(cls, shot.camera, label=shot.label), shot.jpeg, cls.qos, cls.retain
+            )
+        except Exception as exc:
+            self._count("errors")
+            self._warn.error("emit-snapshot", "MQTT: cannot publish a snapshot: %s", exc)
+            return False
 
     def publish_event(self, event: PresenceEvent) -> bool:
         return self._emit(
@@ -557,10 +603,7 @@ class MqttPublisher:
         """``payload``: {"cameras": {name: {state, frames_in, frames_out, dropped, ...}},
         "latency_ms": {stage: {p50, p95, n}}, optional "interval_s", "uptime_s", "model", "power",
         "throttle", "config_error"}; other keys go under "extra". The publisher sets "mqtt" itself
-        (its own counters). Also clears presence on cameras that stopped sending frames."""
-        if self.cfg.messages.events.enabled:
-            for ev in self.presence.expire(time.time()):
-                self.publish_event(ev)
+        (its own counters)."""
         counters = self.status_payload()
         known = {
             "cameras",
@@ -609,6 +652,13 @@ class MqttPublisher:
         store is failing: not persisted), "dropped", "refused", "timeout" or "queued" (for tools that
         must tell a committed message from one held in memory only, such as the crash torture)."""
         return getattr(self._last, "outcome", None)
+
+    def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """A retained message on an absolute topic, outside the numbered streams (Home Assistant
+        discovery and state); an empty payload clears what the broker retains there."""
+        if not self._started or self._stopped:
+            return False
+        return self._send_now(topic, payload, qos, True)
 
     # -- status --------------------------------------------------------------------------------
     def _queued(self) -> int:

@@ -10,11 +10,19 @@ from edgedet.errors import require
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 # message "type" field -> schema file stem
-KINDS = {"detections": "detections", "event": "event", "stats": "stats", "telemetry": "telemetry"}
+KINDS = {
+    "detections": "detections",
+    "event": "event",
+    "object": "object",
+    "occupancy": "occupancy",
+    "line_count": "line_count",
+    "stats": "stats",
+    "telemetry": "telemetry",
+}
 
 
 def load_schema(name: str) -> Dict[str, Any]:
-    """A schema by file stem: detections, event, stats, telemetry, status."""
+    """A schema by file stem: detections, event, object, occupancy, line_count, stats, telemetry, status."""
     path = SCHEMA_DIR / f"{name}.schema.json"
     with open(path, encoding="utf-8") as f:
         data: Dict[str, Any] = json.load(f)

@@ -22,8 +22,9 @@ class Worker:
     ``setup``/``teardown`` run in the worker's own thread (CUDA contexts must be pushed there).
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, thread_name: Optional[str] = None) -> None:
         self.name = name
+        self.thread_name = thread_name or name  # a reader named "sysfs" runs in "telemetry-sysfs"
         self.stop_event = threading.Event()
         self.failure: Optional[BaseException] = None
         self._heartbeat = time.monotonic()
@@ -51,7 +52,7 @@ class Worker:
         self.stop_event.clear()
         self.failure = None
         self.beat()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -67,6 +68,11 @@ class Worker:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def thread(self) -> Optional[threading.Thread]:
+        """The running thread; None before start and once it has ended."""
+        return self._thread if self.alive else None
 
     def _run(self) -> None:
         try:

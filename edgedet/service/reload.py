@@ -8,10 +8,11 @@ Stages and what restarts them:
   model file, ``preprocess``, or the backend type (``preprocess: auto`` picks cuda or cpu from it). A
   backend or model change may also change the input spec (size, dtype) that only the loaded model
   knows: after loading it, call ``captures_must_restart(plan, old_spec, new_spec)``;
-* inference (backend + decoder): ``model``, ``backend``, ``preprocess``, ``state_dir`` (engine cache);
+* inference (backend + decoder, and the tracking stage after it): ``model``, ``backend``,
+  ``preprocess``, ``state_dir`` (engine cache), ``tracking``, ``mqtt.events``;
 * the MQTT publisher: ``mqtt``, ``device_id`` (topics, client id), ``state_dir`` (outbox);
 * telemetry: ``telemetry``;
-* in place, no restart: ``log_level``, ``stats``, ``service``.
+* in place, no restart: ``log_level``, ``stats``, ``service``, ``http``, ``homeassistant``.
 """
 
 from __future__ import annotations
@@ -132,10 +133,14 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     )
     backend_changed = _dump(old.backend) != _dump(new.backend)
     state_changed = old.state_path != new.state_path
+    # the tracking stage (zones, lines, presence settings) is rebuilt with the pipeline
+    tracking_changed = _dump(old.tracking) != _dump(new.tracking) or _dump(old.mqtt.events) != _dump(
+        new.mqtt.events
+    )
 
     in_place = tuple(
         name
-        for name in ("log_level", "stats", "service")
+        for name in ("log_level", "stats", "service", "http", "homeassistant")
         if _dump(getattr(old, name)) != _dump(getattr(new, name))
     )
     return ReloadPlan(
@@ -143,7 +148,9 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         cameras_removed=removed,
         cameras_changed=changed,
         restart_all_captures=preprocess_changed,
-        restart_inference=model_changed or backend_changed or preprocess_changed or state_changed,
+        restart_inference=(
+            model_changed or backend_changed or preprocess_changed or state_changed or tracking_changed
+        ),
         restart_publisher=(
             _dump(old.mqtt) != _dump(new.mqtt) or old.device_id != new.device_id or state_changed
         ),

@@ -56,6 +56,21 @@ def load_cv2(what: str) -> Any:
     return require("cv2", "cv", what)
 
 
+def open_video_capture(cv2: Any, target: Any, api: int, description: str, not_opened: str) -> Any:
+    """``cv2.VideoCapture(target, api)`` opened, or a SourceError naming the source.
+
+    ``not_opened`` says why an unopened capture is likely (it depends on the kind of source).
+    """
+    try:
+        cap = cv2.VideoCapture(target, api)
+    except Exception as exc:  # cv2.error on some builds instead of isOpened() == False
+        raise SourceError(f"{description}: cannot open: {exc}") from exc
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError(f"{description}: {not_opened}")
+    return cap
+
+
 def opencv_has_gstreamer(cv2: Any) -> bool:
     """Whether this OpenCV build has the GStreamer video I/O backend (pip's wheels do not)."""
     try:

@@ -13,12 +13,10 @@ import numpy as np
 from edgedet.errors import SourceError
 from edgedet.sources.base import check_frame, load_cv2
 from edgedet.sources.config import FileSource
+from edgedet.sources.suffixes import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".jp2"}
-)
 # realtime pacing when the file does not say its rate: a still image is re-sent once a second (it does
 # not change; re-detecting it faster only burns CPU), a video without a rate plays at a common 25 fps
 STILL_IMAGE_FPS = 1.0

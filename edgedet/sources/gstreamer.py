@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from edgedet.errors import SourceError
-from edgedet.sources.base import CvCaptureReader, redact_url, require_gstreamer
+from edgedet.sources.base import CvCaptureReader, open_video_capture, redact_url, require_gstreamer
 from edgedet.sources.config import GstreamerSource
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,11 @@ class GstreamerReader(CvCaptureReader):
 
 def open_gstreamer(cv2: Any, pipeline: str, description: str) -> Any:
     """Open ``pipeline`` with OpenCV's GStreamer backend or raise a SourceError naming the source."""
-    try:
-        cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-    except Exception as exc:  # cv2.error on some builds instead of isOpened() == False
-        raise SourceError(f"{description}: cannot start: {exc}") from exc
-    if not cap.isOpened():
-        cap.release()
-        raise SourceError(
-            f"{description}: GStreamer could not start the pipeline (a missing element, wrong caps, or the "
-            "device is busy; try it with gst-launch-1.0 to see why)"
-        )
-    return cap
+    return open_video_capture(
+        cv2,
+        pipeline,
+        cv2.CAP_GSTREAMER,
+        description,
+        "GStreamer could not start the pipeline (a missing element, wrong caps, or the "
+        "device is busy; try it with gst-launch-1.0 to see why)",
+    )

@@ -8,7 +8,7 @@ import sys
 from typing import Any, Union
 
 from edgedet.errors import SourceError
-from edgedet.sources.base import CvCaptureReader
+from edgedet.sources.base import CvCaptureReader, open_video_capture
 from edgedet.sources.config import V4l2Source
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,14 @@ class V4l2Reader(CvCaptureReader):
             raise SourceError(
                 f"{self.description}: permission denied (add the service user to the 'video' group)"
             )
-        try:
-            cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
-        except Exception as exc:  # cv2.error on some builds instead of isOpened() == False
-            raise SourceError(f"{self.description}: cannot open: {exc}") from exc
-        if not cap.isOpened():
-            cap.release()
-            raise SourceError(
-                f"{self.description}: cannot open as a V4L2 capture device (busy in another program, "
-                "or not a camera: some /dev/video nodes are metadata-only)"
-            )
+        cap = open_video_capture(
+            cv2,
+            self.device,
+            cv2.CAP_V4L2,
+            self.description,
+            "cannot open as a V4L2 capture device (busy in another program, "
+            "or not a camera: some /dev/video nodes are metadata-only)",
+        )
         self._configure(cv2, cap)
         return cap
 

@@ -8,15 +8,18 @@ is stale (older than ``stale_after_s``), so a dead source never keeps an old tem
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Optional
 
 from typing_extensions import Protocol, runtime_checkable
 
+from edgedet.runtime.worker import Worker
 from edgedet.telemetry.reading import Reading
 
 log = logging.getLogger(__name__)
+
+# a reader thread wakes at least this often (heartbeat; stop() is noticed at once anyway)
+_WAKE_S = 1.0
 
 
 @runtime_checkable
@@ -38,13 +41,13 @@ def default_stale_after(interval_s: float) -> float:
     return max(3.0 * interval_s, interval_s + 5.0)
 
 
-class PolledReader:
-    """Calls ``sample()`` every ``interval_s`` seconds in a thread named ``telemetry-<name>``.
+class PolledReader(Worker):
+    """Calls ``sample()`` every ``interval_s`` seconds in a runtime Worker thread named ``telemetry-<name>``.
 
     Subclasses implement ``open`` (runs in ``start``, in the caller's thread, so a missing library or
     an unreachable service is an exception the app sees), ``sample`` and ``close``. A failing sample
     is logged once (then at debug until it recovers) and retried next interval: telemetry is never
-    worth stopping the daemon for.
+    worth stopping the daemon for. The heartbeat is beaten at least once a second, between samples too.
     """
 
     name = "polled"
@@ -52,14 +55,13 @@ class PolledReader:
     def __init__(self, interval_s: float, stale_after_s: Optional[float] = None) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
+        super().__init__(self.name, thread_name=f"telemetry-{self.name}")
         self.interval_s = float(interval_s)
         self.stale_after_s = stale_after_s if stale_after_s is not None else default_stale_after(interval_s)
         self.error: Optional[str] = None  # last sampling problem, None while healthy
         self.samples = 0
         self._latest: Optional[Reading] = None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._heartbeat = time.monotonic()
+        self._next_sample = 0.0
 
     # -- to implement ----------------------------------------------------------------------
     def open(self) -> None:
@@ -72,21 +74,12 @@ class PolledReader:
         """Release the source; called once after the thread has ended."""
 
     # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def thread(self) -> Optional[threading.Thread]:
-        return self._thread
-
-    @property
-    def heartbeat_age(self) -> float:
-        return time.monotonic() - self._heartbeat
-
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self.alive:
             return
         self.open()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"telemetry-{self.name}", daemon=True)
-        self._thread.start()
+        self._next_sample = 0.0
+        super().start()
 
     def latest(self) -> Optional[Reading]:
         reading = self._latest
@@ -95,38 +88,40 @@ class PolledReader:
         return reading
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("telemetry reader %s did not stop within %.1f s", self.name, timeout)
+        super().stop()
+        if not self.join(timeout):
+            log.warning("telemetry reader %s did not stop within %.1f s", self.name, timeout)
         try:
             self.close()
         except Exception:
             log.exception("telemetry reader %s: close failed", self.name)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                reading = self.sample()
-            except Exception as exc:
-                message = f"{type(exc).__name__}: {exc}"
-                if self.error is None:
-                    log.warning(
-                        "telemetry %s: reading failed (%s); retrying every %.1f s",
-                        self.name,
-                        message,
-                        self.interval_s,
-                    )
-                else:
-                    log.debug("telemetry %s: reading failed again: %s", self.name, message)
-                self.error = message
+    def step(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sample:
+            self._next_sample = now + self.interval_s
+            self._sample_once()
+        # wake at least once a second so the heartbeat stays fresh with long intervals
+        self.stop_event.wait(max(0.0, min(_WAKE_S, self._next_sample - time.monotonic())))
+
+    def _sample_once(self) -> None:
+        try:
+            reading = self.sample()
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if self.error is None:
+                log.warning(
+                    "telemetry %s: reading failed (%s); retrying every %.1f s",
+                    self.name,
+                    message,
+                    self.interval_s,
+                )
             else:
-                if self.error is not None:
-                    log.info("telemetry %s: readings are back", self.name)
-                self.error = None
-                self._latest = reading
-                self.samples += 1
-            self._heartbeat = time.monotonic()
-            self._stop.wait(self.interval_s)
+                log.debug("telemetry %s: reading failed again: %s", self.name, message)
+            self.error = message
+        else:
+            if self.error is not None:
+                log.info("telemetry %s: readings are back", self.name)
+            self.error = None
+            self._latest = reading
+            self.samples += 1

@@ -16,6 +16,10 @@ from typing import List, Optional
 from edgedet.errors import TelemetryError
 from edgedet.telemetry.base import TelemetryReader
 from edgedet.telemetry.config import TelemetryConfig
+from edgedet.telemetry.jtop import JtopReader, probe_jtop
+from edgedet.telemetry.nvml import NvmlReader, probe_nvml
+from edgedet.telemetry.sysfs import SysfsReader, probe_sysfs
+from edgedet.telemetry.tegrastats import TegrastatsReader, find_tegrastats
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +39,13 @@ class Probe:
 def probe(name: str, cfg: TelemetryConfig, root: Path = Path("/")) -> Probe:
     """Whether one reader could start here, and if not, why (cheap: no thread, no process)."""
     if name == "tegrastats":
-        from edgedet.telemetry.tegrastats import find_tegrastats
-
         found = find_tegrastats(cfg.tegrastats_path)
         return Probe(name, None if found else f"'{cfg.tegrastats_path}' is not an executable on PATH")
     if name == "jtop":
-        from edgedet.telemetry.jtop import probe_jtop
-
         return Probe(name, probe_jtop(root))
     if name == "nvml":
-        from edgedet.telemetry.nvml import probe_nvml
-
         return Probe(name, probe_nvml())
     if name == "sysfs":
-        from edgedet.telemetry.sysfs import probe_sysfs
-
         return Probe(name, probe_sysfs(root))
     return Probe(name, f"unknown telemetry type '{name}'")
 
@@ -61,8 +57,6 @@ def probe_all(cfg: TelemetryConfig, root: Path = Path("/")) -> List[Probe]:
 def build_reader(name: str, cfg: TelemetryConfig, root: Path = Path("/")) -> TelemetryReader:
     """Construct (not start) the named reader."""
     if name == "tegrastats":
-        from edgedet.telemetry.tegrastats import TegrastatsReader
-
         return TegrastatsReader(
             interval_s=cfg.interval_s,
             path=cfg.tegrastats_path,
@@ -71,16 +65,10 @@ def build_reader(name: str, cfg: TelemetryConfig, root: Path = Path("/")) -> Tel
             restart_max_s=cfg.restart_max_s,
         )
     if name == "jtop":
-        from edgedet.telemetry.jtop import JtopReader
-
         return JtopReader(cfg.interval_s, total_power_rail=cfg.total_power_rail)
     if name == "nvml":
-        from edgedet.telemetry.nvml import NvmlReader
-
         return NvmlReader(cfg.interval_s)
     if name == "sysfs":
-        from edgedet.telemetry.sysfs import SysfsReader
-
         return SysfsReader(cfg.interval_s, root=root, total_power_rail=cfg.total_power_rail)
     raise TelemetryError(f"unknown telemetry type '{name}'")
 

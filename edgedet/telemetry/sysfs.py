@@ -18,9 +18,10 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from edgedet.telemetry.base import PolledReader
+from edgedet.telemetry.naming import unique_name
 from edgedet.telemetry.reading import RailValues, Reading, select_total_power
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,6 @@ def _read_number(path: Optional[Path]) -> Optional[float]:
         return None
 
 
-def _unique(name: str, taken: Mapping[str, object]) -> str:
-    if name not in taken:
-        return name
-    n = 2
-    while f"{name}_{n}" in taken:
-        n += 1
-    return f"{name}_{n}"
-
-
 def _numbered(path: Path) -> Tuple[str, int]:
     """Sort thermal_zone10 after thermal_zone9."""
     m = re.search(r"(\d+)$", path.name)
@@ -94,7 +86,7 @@ def discover(root: Path = Path("/")) -> SysfsSensors:
         if not temp.exists():
             continue
         name = _read_text(zone / "type") or zone.name
-        found.temperatures[_unique(name, found.temperatures)] = temp
+        found.temperatures[unique_name(name, found.temperatures)] = temp
     for hwmon in sorted((root / "sys" / "class" / "hwmon").glob("hwmon*"), key=_numbered):
         _discover_hwmon(hwmon, found)
     return found
@@ -111,14 +103,14 @@ def _discover_hwmon(hwmon: Path, found: SysfsSensors) -> None:
         m = _TEMP_INPUT.match(fname)
         if m:
             label = _read_text(hwmon / f"temp{m.group(1)}_label") or f"temp{m.group(1)}"
-            key = _unique(f"{chip}/{label}", found.temperatures)
+            key = unique_name(f"{chip}/{label}", found.temperatures)
             found.temperatures[key] = hwmon / fname
             continue
         m = _POWER_INPUT.match(fname)
         if m:
             label = _read_text(hwmon / f"power{m.group(1)}_label") or f"{chip}/power{m.group(1)}"
             if not _SKIP_LABEL.match(label):
-                found.rails[_unique(label, found.rails)] = RailFiles(power=hwmon / fname)
+                found.rails[unique_name(label, found.rails)] = RailFiles(power=hwmon / fname)
             continue
         m = _CURR_INPUT.match(fname)
         if m and f"in{m.group(1)}_input" in names:
@@ -127,7 +119,7 @@ def _discover_hwmon(hwmon: Path, found: SysfsSensors) -> None:
                 _read_text(hwmon / f"in{n}_label") or _read_text(hwmon / f"curr{n}_label") or f"{chip}/in{n}"
             )
             if not _SKIP_LABEL.match(label):
-                found.rails[_unique(label, found.rails)] = RailFiles(
+                found.rails[unique_name(label, found.rails)] = RailFiles(
                     volt=hwmon / f"in{n}_input", curr=hwmon / fname
                 )
 

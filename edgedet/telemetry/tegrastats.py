@@ -21,6 +21,7 @@ import time
 from typing import List, Optional
 
 from edgedet.errors import TelemetryError
+from edgedet.runtime.worker import Worker
 from edgedet.telemetry.base import default_stale_after
 from edgedet.telemetry.reading import Reading, reading_from_tegrastats
 from edgedet.telemetry.tegrastats_parse import TegrastatsReading, parse_tegrastats
@@ -42,7 +43,10 @@ def find_tegrastats(path: str = "tegrastats") -> Optional[str]:
     return shutil.which(path)
 
 
-class TegrastatsReader:
+class TegrastatsReader(Worker):
+    """A runtime Worker: each ``step`` starts tegrastats when it is due, or reads what it printed
+    (waiting at most ``_WAKE_S``), so the heartbeat is beaten at least once a second."""
+
     name = "tegrastats"
 
     def __init__(
@@ -54,6 +58,7 @@ class TegrastatsReader:
         restart_max_s: float = 60.0,
         stale_after_s: Optional[float] = None,
     ) -> None:
+        super().__init__(self.name, thread_name="telemetry-tegrastats")
         self.interval_s = float(interval_s)
         self.path = path
         self.total_power_rail = total_power_rail
@@ -67,11 +72,14 @@ class TegrastatsReader:
         self.error: Optional[str] = None
         self._latest: Optional[Reading] = None
         self._latest_parsed: Optional[TegrastatsReading] = None
-        self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _proc against stop() racing a (re)start
         self._proc: Optional[subprocess.Popen[bytes]] = None
-        self._thread: Optional[threading.Thread] = None
-        self._heartbeat = time.monotonic()
+        # the current run (only touched in the worker thread)
+        self._backoff = restart_min_s
+        self._restart_at = 0.0  # monotonic time of the next start
+        self._began = 0.0
+        self._last_output = 0.0
+        self._pending = b""
 
     @property
     def command(self) -> List[str]:
@@ -79,29 +87,21 @@ class TegrastatsReader:
         return [exe, "--interval", str(max(1, round(self.interval_s * 1000)))]
 
     @property
-    def thread(self) -> Optional[threading.Thread]:
-        return self._thread
-
-    @property
-    def heartbeat_age(self) -> float:
-        return time.monotonic() - self._heartbeat
-
-    @property
     def pid(self) -> Optional[int]:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self.alive:
             return
         if find_tegrastats(self.path) is None:
             raise TelemetryError(
                 f"tegrastats: '{self.path}' is not an executable file or on PATH; set "
                 "telemetry.tegrastats_path, or telemetry.type to another reader (or auto/none)"
             )
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="telemetry-tegrastats", daemon=True)
-        self._thread.start()
+        self._backoff = self.restart_min_s
+        self._restart_at = 0.0
+        super().start()
 
     def latest(self) -> Optional[Reading]:
         reading = self._latest
@@ -115,42 +115,47 @@ class TegrastatsReader:
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
-            self._stop.set()
+            super().stop()
             proc = self._proc
         if proc is not None:
             _terminate(proc)
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("tegrastats reader thread did not stop within %.1f s", timeout)
+        if not self.join(timeout):
+            log.warning("tegrastats reader thread did not stop within %.1f s", timeout)
 
-    # -- the thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        backoff = self.restart_min_s
-        while not self._stop.is_set():
-            began = time.monotonic()
+    # -- the worker thread -----------------------------------------------------------------
+    def step(self) -> None:
+        proc = self._proc
+        if proc is None:
+            wait = self._restart_at - time.monotonic()
+            if wait > 0:
+                self.stop_event.wait(min(wait, _WAKE_S))
+                return
             try:
-                outcome = self._run_once()
+                self._spawn()
             except Exception as exc:  # a bug here must cost a restart, never the telemetry thread
                 log.exception("tegrastats reader failed")
-                outcome = f"reader error: {type(exc).__name__}: {exc}"
-            if self._stop.is_set():
-                break
-            if time.monotonic() - began >= _HEALTHY_RUN_S:
-                backoff = self.restart_min_s
-            self.error = outcome
-            log.warning("tegrastats: %s; starting it again in %.1f s", outcome, backoff)
-            self._heartbeat = time.monotonic()
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2.0, self.restart_max_s)
+                self._schedule_restart(f"reader error: {type(exc).__name__}: {exc}")
+            return
+        try:
+            outcome = self._read(proc)
+        except Exception as exc:  # a bug here must cost a restart, never the telemetry thread
+            log.exception("tegrastats reader failed")
+            outcome = f"reader error: {type(exc).__name__}: {exc}"
+        if outcome is not None:
+            self._end_run(proc, outcome)
 
-    def _run_once(self) -> str:
-        """Run tegrastats until it exits, falls silent, or stop() ends it; say what happened."""
+    def teardown(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            self._end_run(proc, "stopped")
+
+    def _spawn(self) -> None:
         cmd = self.command
         with self._lock:
-            if self._stop.is_set():
-                return "stopped"
+            if self.stop_event.is_set():
+                return
+            self._began = self._last_output = time.monotonic()
+            self._pending = b""
             try:
                 proc = subprocess.Popen(
                     cmd,
@@ -162,51 +167,56 @@ class TegrastatsReader:
                     start_new_session=True,
                 )
             except OSError as exc:
-                return f"cannot run {cmd[0]}: {exc}"
+                self._schedule_restart(f"cannot run {cmd[0]}: {exc}")
+                return
             self._proc = proc
             self.starts += 1
         log.debug("tegrastats started: %s (pid %d)", " ".join(cmd), proc.pid)
-        try:
-            outcome = self._read(proc)
-        finally:
-            rc = _terminate(proc)
-            if proc.stdout is not None:
-                proc.stdout.close()
-            with self._lock:
-                self._proc = None
-        return outcome or f"exited with status {rc}"
+
+    def _end_run(self, proc: subprocess.Popen[bytes], outcome: str) -> None:
+        """The run is over (exit, silence, stop or a reader bug): end the process, plan the next start."""
+        rc = _terminate(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        with self._lock:
+            self._proc = None
+        if not self.stop_event.is_set():
+            self._schedule_restart(outcome or f"exited with status {rc}")
+
+    def _schedule_restart(self, outcome: str) -> None:
+        now = time.monotonic()
+        if now - self._began >= _HEALTHY_RUN_S:
+            self._backoff = self.restart_min_s
+        self.error = outcome
+        log.warning("tegrastats: %s; starting it again in %.1f s", outcome, self._backoff)
+        self._restart_at = now + self._backoff
+        self._backoff = min(self._backoff * 2.0, self.restart_max_s)
 
     def _read(self, proc: subprocess.Popen[bytes]) -> Optional[str]:
-        """Hand each output line to ``_handle``. Blocks in select() between lines (no busy loop),
-        waking once a second to beat the heartbeat and notice a tegrastats that hangs silently."""
+        """Hand the lines printed within ``_WAKE_S`` to ``_handle``; None while the run goes on, else
+        what ended it ("" for an exit). Blocks in select() (no busy loop) and notices a tegrastats that
+        hangs silently."""
         if proc.stdout is None:
             return "no stdout"
-        fd = proc.stdout.fileno()
-        pending = b""
-        last_output = time.monotonic()
-        stall_after = self.stale_after_s + self.interval_s
-        while not self._stop.is_set():
-            ready, _, _ = select.select([fd], [], [], _WAKE_S)
-            now = time.monotonic()
-            self._heartbeat = now
-            if not ready:
-                if now - last_output > stall_after:
-                    return f"printed nothing for {now - last_output:.1f} s (hung?)"
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None  # EOF: it exited (or stop() ended it)
-            last_output = now
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                self._handle(line.decode("utf-8", errors="replace"))
-            if len(pending) > _MAX_LINE:  # a stream without newlines must not grow without bound
-                pending = b""
+        ready, _, _ = select.select([proc.stdout.fileno()], [], [], _WAKE_S)
+        now = time.monotonic()
+        if not ready:
+            silent = now - self._last_output
+            if silent > self.stale_after_s + self.interval_s:
+                return f"printed nothing for {silent:.1f} s (hung?)"
+            return None
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            return ""  # EOF: it exited (or stop() ended it)
+        self._last_output = now
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        for line in lines:
+            self._handle(line.decode("utf-8", errors="replace"))
+        if len(self._pending) > _MAX_LINE:  # a stream without newlines must not grow without bound
+            self._pending = b""
         return None
 
     def _handle(self, line: str) -> None:
-        self._heartbeat = time.monotonic()
         text = line.strip()
         if not text:
             return

@@ -24,6 +24,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
+from edgedet.telemetry.naming import unique_name
+
 # Below this a temperature is a sensor-offline marker (tegrastats prints -256C), not a reading.
 OFFLINE_TEMPERATURE_C = -255.0
 
@@ -127,16 +129,6 @@ def _mb(value: str, unit: Optional[str]) -> float:
     return float(value) * _UNIT_MB.get(unit or "MB", 1.0)
 
 
-def _unique(name: str, seen: Mapping[str, object]) -> str:
-    """A repeated name (AGX Orin prints two ``NC`` rails) gets ``_2``, ``_3`` ... instead of overwriting."""
-    if name not in seen:
-        return name
-    n = 2
-    while f"{name}_{n}" in seen:
-        n += 1
-    return f"{name}_{n}"
-
-
 @lru_cache(maxsize=4096)
 def _temperature(text: str) -> Optional[float]:
     value = float(text)
@@ -212,7 +204,7 @@ def parse_tegrastats(line: str) -> TegrastatsReading:
         if kind == "TEMP":
             name = g("name")
             if name in temps:
-                name = _unique(name, temps)
+                name = unique_name(name, temps)
             temps[name] = _temperature(g("temp"))
             second = g("temp2")
             if second is not None:
@@ -231,7 +223,7 @@ def parse_tegrastats(line: str) -> TegrastatsReading:
             raw[g("name")] = g("RAIL").strip()
         elif kind == "RAIL":
             cur, avg, mx = g("cur", "avg", "max")
-            rails[_unique(g("name"), rails)] = PowerRail(
+            rails[unique_name(g("name"), rails)] = PowerRail(
                 float(cur), float(avg) if avg is not None else None, float(mx) if mx is not None else None
             )
         elif kind == "MEM":

@@ -174,7 +174,7 @@ def test_capture_thread_and_worker_thread(cuda_runtime: object, demo_frames: Lis
     is pushed per call in each thread, so no "invalid resource handle" and every result is right."""
     import queue
 
-    from edgedet.backends.gpu_slots import Binding, SlotPipeline
+    from edgedet.backends.tensorrt.gpu_slots import Binding, SlotPipeline
     from edgedet.preprocess.cuda import CudaPreprocessor
 
     spec = _spec((416, 416), "float32", "bgr", center=False)

@@ -8,8 +8,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
-from edgedet.backends.gpu_slots import Binding, GpuSlot, SlotPipeline
-from edgedet.backends.trt_slots import SlotHandle, SlotOrderError, SlotsFull
+from edgedet.backends.tensorrt.gpu_slots import Binding, GpuSlot, SlotPipeline
+from edgedet.backends.tensorrt.slots import SlotHandle, SlotOrderError, SlotsFull
 
 pytestmark = pytest.mark.gpu
 

@@ -44,6 +44,7 @@ def daemon_config(
         "telemetry": {"type": "none"},
         "stats": {"interval_s": 1},
         "service": {"heartbeat_timeout_s": 1.0, "stop_timeout_s": 5},
+        "http": {"listen": "127.0.0.1:0"},  # a free port: daemons of parallel runs never collide
     }
     data.update(extra)
     return data
@@ -126,7 +127,7 @@ class RunningDaemon:
                 text = self.log_text()
                 raise AssertionError(f"daemon exited {self.proc.returncode} before READY=1:\n{text[-3000:]}")
             try:
-                ready = self.fake.wait_for("READY=1", timeout=0.5)
+                ready = self.fake.wait_for_notification("READY=1", timeout=0.5)
                 return self.fake.index_of(ready)
             except AssertionError:
                 continue

@@ -151,7 +151,7 @@ class FakeSystemd:
         with self._cond:
             return list(self._messages)
 
-    def wait_for(self, assignment: str, timeout: float, start: int = 0) -> Notification:
+    def wait_for_notification(self, assignment: str, timeout: float, start: int = 0) -> Notification:
         """The first message at index >= ``start`` that matches ``assignment``; AssertionError on timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -178,7 +178,7 @@ class FakeSystemd:
         found: List[Notification] = []
         index = start
         for assignment in assignments:
-            msg = self.wait_for(assignment, max(0.0, deadline - time.monotonic()), index)
+            msg = self.wait_for_notification(assignment, max(0.0, deadline - time.monotonic()), index)
             found.append(msg)
             index = self.index_of(msg) + 1
         return found

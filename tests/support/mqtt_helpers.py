@@ -10,24 +10,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from edgedet.devtools.watch import Watcher
 from edgedet.publish.config import MqttConfig
 from edgedet.publish.messages import ModelInfo, PresenceEvent
 from edgedet.types import Detection, DetectionResult
+from tests.support.waiting import wait_for as wait_for  # the one polling helper, for the MQTT tests
 
 REPO = Path(__file__).resolve().parent.parent.parent
 MODEL = ModelInfo("yolox_nano", "yolox", "fp32", "onnxruntime", 416, 416)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())
 
 
 def persistent_broker(factory: Any, **kw: Any) -> Any:

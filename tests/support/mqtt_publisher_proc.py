@@ -58,7 +58,12 @@ def main() -> int:
                 "disconnected": lambda: not pub.connected,
             }
             time.sleep(0.01)
-            print("> " + ("ok" if wait_for(preds[what], t) else "timeout"), flush=True)
+            try:
+                wait_for(preds[what], t, what)
+            except AssertionError:
+                print("> timeout", flush=True)
+            else:
+                print("> ok", flush=True)
         elif cmd == "status":
             print("> " + json.dumps(pub.status().as_dict()), flush=True)
         elif cmd == "stop":

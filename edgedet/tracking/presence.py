@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Set, Tuple
 
-from edgedet.publish.config import EventsConfig
-from edgedet.publish.messages import PresenceEvent
+from edgedet.tracking.config import PresenceConfig
+from edgedet.tracking.values import PresenceEvent
 from edgedet.types import DetectionResult
 
 APPEARED = "appeared"
@@ -41,7 +41,7 @@ class PresenceTracker:
     """Feed every DetectionResult of every camera to ``update``; call ``expire`` now and then so a
     camera that stopped delivering frames still clears its classes. Thread-safe."""
 
-    def __init__(self, cfg: EventsConfig) -> None:
+    def __init__(self, cfg: PresenceConfig) -> None:
         self._cfg = cfg
         self._allowed: Optional[Set[str]] = set(cfg.classes) if cfg.classes is not None else None
         self._cams: Dict[str, _Camera] = {}

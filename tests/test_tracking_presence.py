@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
-from edgedet.publish.config import EventsConfig
-from edgedet.publish.events import PresenceTracker
-from edgedet.publish.messages import PresenceEvent
+from edgedet.tracking.config import PresenceConfig
+from edgedet.tracking.presence import PresenceTracker
+from edgedet.tracking.values import PresenceEvent
 from tests.support.mqtt_helpers import result
 
 
@@ -20,7 +20,7 @@ def feed(
 
 
 def test_appears_after_k_of_n_and_clears_after_t() -> None:
-    tr = PresenceTracker(EventsConfig(min_frames=3, window_frames=5, clear_after_s=2.0, min_interval_s=0))
+    tr = PresenceTracker(PresenceConfig(min_frames=3, window_frames=5, clear_after_s=2.0, min_interval_s=0))
     p = ["person"]
     # hits at frames 0, 2, 4 -> third hit within the last 5 frames appears at frame 4
     evs = feed(tr, "cam1", [p, [], p, [], p], 100.0, 0.1)
@@ -36,14 +36,14 @@ def test_appears_after_k_of_n_and_clears_after_t() -> None:
 
 
 def test_sparse_hits_never_appear() -> None:
-    tr = PresenceTracker(EventsConfig(min_frames=3, window_frames=5, clear_after_s=2.0, min_interval_s=0))
+    tr = PresenceTracker(PresenceConfig(min_frames=3, window_frames=5, clear_after_s=2.0, min_interval_s=0))
     frames = [["person"], [], [], [], ["person"], [], [], [], ["person"]] * 3
     assert feed(tr, "cam1", frames, 0.0, 0.1) == []
 
 
 def test_per_camera_and_class_and_allow_list() -> None:
     tr = PresenceTracker(
-        EventsConfig(
+        PresenceConfig(
             min_frames=1, window_frames=1, clear_after_s=1.0, min_interval_s=0, classes=["person", "car"]
         )
     )
@@ -63,7 +63,7 @@ def test_per_camera_and_class_and_allow_list() -> None:
 
 
 def test_rate_limit_holds_back_then_reports_the_true_state() -> None:
-    tr = PresenceTracker(EventsConfig(min_frames=1, window_frames=1, clear_after_s=0.2, min_interval_s=5.0))
+    tr = PresenceTracker(PresenceConfig(min_frames=1, window_frames=1, clear_after_s=0.2, min_interval_s=5.0))
     assert [e.event for e in tr.update(result("c", 0, ["person"], t=0.0))] == ["appeared"]
     # gone at 0.3 s but the last event was 0.3 s ago: held back
     assert tr.update(result("c", 1, [], t=0.3)) == []
@@ -75,7 +75,7 @@ def test_rate_limit_holds_back_then_reports_the_true_state() -> None:
 
 
 def test_expire_clears_a_silent_camera() -> None:
-    tr = PresenceTracker(EventsConfig(min_frames=1, window_frames=1, clear_after_s=5.0, min_interval_s=0))
+    tr = PresenceTracker(PresenceConfig(min_frames=1, window_frames=1, clear_after_s=5.0, min_interval_s=0))
     tr.update(result("dead", 0, ["person"], t=0.0))
     assert tr.expire(4.0) == []
     evs = tr.expire(6.0)

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 from edgedet.errors import BackendError
 
 STRONGLY_TYPED_FROM = 11  # first TensorRT major version without FP16/INT8 builder flags and calibrators
+DLA_ON_11_FROM = 4  # TensorRT 11.0-11.3 are for data-centre GPUs: JetPack and the DLA arrived in 11.4
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,17 @@ def plan_build(
     qdq_model: Optional[Path] = None,
     fp16_model: Optional[Path] = None,
     has_float_layers: bool = False,
+    trt_minor: int = 0,
+    dla_core: Optional[int] = None,
 ) -> BuildPlan:
     if precision not in ("fp32", "fp16", "int8", "best"):
         raise BackendError(f"unknown precision {precision!r} (fp32, fp16, int8 or best)")
     notes = []
+    if trt_major == STRONGLY_TYPED_FROM and trt_minor < DLA_ON_11_FROM and dla_core is not None:
+        raise BackendError(
+            f"TensorRT {trt_major}.{trt_minor} has no DLA support (it came with TensorRT 11.4 for AGX Orin "
+            "and Thor): remove backend.dla_core"
+        )
     if trt_major >= STRONGLY_TYPED_FROM:
         if has_float_layers:
             notes.append(
@@ -57,6 +65,12 @@ def plan_build(
             return BuildPlan(fp16_model, precision, False, False, False, False, True, False, tuple(notes))
         if precision == "int8" or qdq_model is not None:
             source = qdq_model or model
+            if precision == "best" and fp16_model is not None:
+                notes.append(
+                    "precision best on TensorRT 11 builds only backend.qdq_model: its layers without Q/DQ "
+                    "nodes run in that model's own float type, and backend.fp16_model is not used (make "
+                    "the Q/DQ model from the FP16 model for INT8 with FP16 fallback)"
+                )
             if qdq_model is None:
                 notes.append(
                     "TensorRT 11 has no INT8 calibration: model.path itself must be a Q/DQ ONNX "

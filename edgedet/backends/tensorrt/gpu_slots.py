@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from edgedet.backends.trt_shapes import volume
-from edgedet.backends.trt_slots import SlotHandle, SlotRing
+from edgedet.backends.tensorrt.shapes import volume
+from edgedet.backends.tensorrt.slots import SlotHandle, SlotRing
 from edgedet.cudart.api import CudaRuntime, DeviceBuffer, Event, HostBuffer, Stream
 from edgedet.errors import BackendError
 
@@ -36,15 +36,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Binding:
-    """One engine input or output: the shape of one batch item and its dtype."""
+    """One engine input or output: the shape of one batch item and its dtype. An output that does not
+    start with the batch axis (``batched`` False, batch-1 engines only) is one whole tensor."""
 
     name: str
     item_shape: Tuple[int, ...]
     dtype: str
+    batched: bool = True
 
     @property
     def item_bytes(self) -> int:
         return volume(self.item_shape) * np.dtype(self.dtype).itemsize
+
+    def host_shape(self, max_batch: int) -> Tuple[int, ...]:
+        return (max_batch, *self.item_shape) if self.batched else self.item_shape
+
+    def nbytes(self, max_batch: int) -> int:
+        return self.item_bytes * (max_batch if self.batched else 1)
 
 
 class GpuSlot:
@@ -65,11 +73,11 @@ class GpuSlot:
         self.device_outputs: Dict[str, DeviceBuffer] = {}
         self.host_outputs: Dict[str, HostBuffer] = {}
         for b in inputs:
-            self.device_inputs[b.name] = runtime.alloc(b.item_bytes * max_batch)
-            self.host_inputs[b.name] = runtime.alloc_host((max_batch, *b.item_shape), b.dtype)
+            self.device_inputs[b.name] = runtime.alloc(b.nbytes(max_batch))
+            self.host_inputs[b.name] = runtime.alloc_host(b.host_shape(max_batch), b.dtype)
         for b in outputs:
-            self.device_outputs[b.name] = runtime.alloc(b.item_bytes * max_batch)
-            self.host_outputs[b.name] = runtime.alloc_host((max_batch, *b.item_shape), b.dtype)
+            self.device_outputs[b.name] = runtime.alloc(b.nbytes(max_batch))
+            self.host_outputs[b.name] = runtime.alloc_host(b.host_shape(max_batch), b.dtype)
         self.start: Event = runtime.event()
         self.uploaded: Event = runtime.event()
         self.executed: Event = runtime.event()
@@ -100,7 +108,8 @@ class DeviceTensorLike(Protocol):
 
 # execute(slot, batch, input pointers, output pointers): enqueue the work on slot.stream
 ExecuteFn = Callable[[GpuSlot, int, Dict[str, int], Dict[str, int]], None]
-Feed = Union[np.ndarray, object, Sequence[object]]  # host array, DeviceTensor, or a list of DeviceTensors
+# a host array, a DeviceTensor, or a list of either (one per camera: the worker batches frames)
+Feed = Union[np.ndarray, object, Sequence[object]]
 
 
 def _is_device_tensor(value: object) -> bool:
@@ -159,7 +168,8 @@ class SlotPipeline:
                 slot.executed.record(slot.stream)
                 for b in self.outputs:
                     host = slot.host_outputs[b.name].array
-                    self.runtime.dtoh_async(host[:batch], slot.device_outputs[b.name].ptr, slot.stream)
+                    part = host[:batch] if b.batched else host
+                    self.runtime.dtoh_async(part, slot.device_outputs[b.name].ptr, slot.stream)
                 slot.downloaded.record(slot.stream)
         except BaseException:
             # whatever was queued must finish before the slot is handed out again
@@ -179,12 +189,9 @@ class SlotPipeline:
                 raise BackendError(f"missing input {b.name!r} (inputs: {[i.name for i in self.inputs]})")
             value = feeds[b.name]
             if isinstance(value, np.ndarray):
-                if tuple(value.shape[1:]) != b.item_shape:
-                    raise BackendError(
-                        f"input {b.name!r} has shape {list(value.shape)}; expected [N, "
-                        f"{', '.join(map(str, b.item_shape))}]"
-                    )
-                sizes.add(int(value.shape[0]))
+                sizes.add(self._host_batch(b, value))
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value):
+                sizes.add(sum(self._host_batch(b, v) for v in value))  # host frames of several cameras
             elif _is_device_tensor(value):
                 sizes.add(1)
             elif isinstance(value, (list, tuple)) and value and all(_is_device_tensor(v) for v in value):
@@ -203,11 +210,26 @@ class SlotPipeline:
             raise BackendError(f"batch of {batch} is outside 1..{self.max_batch} (split it first)")
         return batch
 
+    @staticmethod
+    def _host_batch(b: Binding, value: np.ndarray) -> int:
+        if tuple(value.shape[1:]) != b.item_shape:
+            raise BackendError(
+                f"input {b.name!r} has shape {list(value.shape)}; expected [N, "
+                f"{', '.join(map(str, b.item_shape))}]"
+            )
+        return int(value.shape[0])
+
     def _stage_input(self, slot: GpuSlot, b: Binding, value: Feed, batch: int) -> int:
         device = slot.device_inputs[b.name]
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, np.ndarray) for v in value)
+        ):
             host = slot.host_inputs[b.name].array
-            np.copyto(host[:batch], value, casting="same_kind")
+            start = 0
+            for part in [value] if isinstance(value, np.ndarray) else value:
+                n = int(part.shape[0])
+                np.copyto(host[start : start + n], part, casting="same_kind")
+                start += n
             self.runtime.htod_async(device.ptr, host[:batch], slot.stream)
             return device.ptr
         items = [value] if _is_device_tensor(value) else list(value)  # type: ignore[call-overload]
@@ -241,7 +263,12 @@ class SlotPipeline:
                 "download_ms": slot.downloaded.elapsed_ms(slot.executed),
             }
         outputs = {
-            b.name: slot.host_outputs[b.name].array[: handle.batch].copy() for b in self.outputs
+            b.name: (
+                slot.host_outputs[b.name].array[: handle.batch]
+                if b.batched
+                else slot.host_outputs[b.name].array
+            ).copy()
+            for b in self.outputs
         }  # copies: the pinned buffers are reused by this slot's next submission
         timings["wait_ms"] = (time.perf_counter() - start) * 1000.0
         self.last_timings = timings
@@ -261,9 +288,12 @@ class SlotPipeline:
         if not self._slots:
             return
         with self.runtime.activate():
-            for slot in self._slots:
+            slots, self._slots = self._slots, []
+            for slot in slots:
                 try:
                     slot.stream.synchronize()
                 finally:
                     slot.free()
-        self._slots = []
+            # the streams and events die here, with the context pushed: released later from another
+            # thread, pycuda reports "out-of-thread context could not be cleaned up" and leaks them
+            del slots, slot

@@ -1,0 +1,1 @@
+"""Tracking stage: per-camera tracker, zones, lines, object lifecycle events and snapshots."""
