@@ -154,8 +154,8 @@ def test_check_treats_every_durable_class_as_durable() -> None:
     from edgedet.publish.config import MessagesConfig
 
     cfg = MessagesConfig.model_validate({"telemetry": {"topic": "telemetry", "qos": 1, "durable": True}})
-    assert durable_message_types(cfg) == ["event", "telemetry"]
-    assert durable_message_types() == ["event"]
+    assert durable_message_types(cfg) == ["event", "object", "telemetry"]
+    assert durable_message_types() == ["event", "object"]
     c = SeqChecker()
     for s in (1, 2, 4):
         c.feed({"type": "telemetry", "device_id": "d", "seq": s, "epoch": "e", "id": str(s)})
@@ -172,3 +172,42 @@ def test_device_strings_cannot_drive_the_terminal() -> None:
     out = io.StringIO()
     w = watch("127.0.0.1", 1, duration=0.0, out=out, check=True)
     assert w.messages == 0 and "\x1b" not in out.getvalue()
+
+
+def test_zones_and_lines_are_streams_of_their_own() -> None:
+    from edgedet.devtools.watch import WatchReport, durable_message_types
+    from edgedet.publish.config import MessagesConfig
+
+    c = SeqChecker()
+    for zone in ("door", "yard"):  # each zone has its own numbering on the device
+        for s in (1, 2):
+            v = c.feed(
+                {
+                    "type": "occupancy",
+                    "device_id": "d",
+                    "camera": "c",
+                    "zone": zone,
+                    "seq": s,
+                    "epoch": "e",
+                    "id": f"{zone}{s}",
+                }
+            )
+            assert v in (FIRST, OK)
+    assert set(c.report()) == {"d/c/occupancy/door", "d/c/occupancy/yard"}
+    cfg = MessagesConfig.model_validate(
+        {"occupancy": {"topic": "{camera}/zones/{zone}", "qos": 1, "durable": True}}
+    )
+    assert "occupancy" in durable_message_types(cfg) and "object" in durable_message_types()
+    c.feed(
+        {
+            "type": "occupancy",
+            "device_id": "d",
+            "camera": "c",
+            "zone": "door",
+            "seq": 4,
+            "epoch": "e",
+            "id": "x",
+        }
+    )
+    rep = WatchReport(streams=c.report())
+    assert rep.problems(durable_message_types(cfg)) == ["d/c/occupancy/door: 1 message(s) missing"]

@@ -46,7 +46,15 @@ OK, FIRST, GAP, LATE, DUPLICATE, CONFLICT, RESET = (
 
 
 # message class (config name) -> message type (the JSON "type" and the last part of a stream key)
-CLASS_TYPES = {"detections": "detections", "events": "event", "stats": "stats", "telemetry": "telemetry"}
+CLASS_TYPES = {
+    "detections": "detections",
+    "events": "event",
+    "objects": "object",
+    "occupancy": "occupancy",
+    "lines": "line_count",
+    "stats": "stats",
+    "telemetry": "telemetry",
+}
 # C0 and C1 control characters and DEL
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
@@ -54,6 +62,13 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 def printable(text: str) -> str:
     """``text`` with every control character written as ``\\xNN`` (safe to print to a terminal)."""
     return text.translate(_CONTROL)
+
+
+def _type_of(stream: str) -> str:
+    """The message type in a stream key (device[/camera]/type[/zone or line])."""
+    parts = stream.split("/")
+    known = set(CLASS_TYPES.values())
+    return next((p for p in reversed(parts) if p in known), parts[-1])
 
 
 def durable_message_types(messages: Optional[MessagesConfig] = None) -> List[str]:
@@ -99,6 +114,10 @@ class SeqChecker:
         if msg.get("camera"):
             parts.append(str(msg["camera"]))
         parts.append(str(msg.get("type", "?")))
+        # occupancy and line counts are numbered per zone / line (publish.messages.stream_key)
+        for name in ("zone", "line"):
+            if isinstance(msg.get(name), str):
+                parts.append(str(msg[name]))
         return "/".join(parts)
 
     def feed(self, msg: Mapping[str, Any]) -> str:
@@ -230,7 +249,7 @@ class WatchReport:
         for key, s in sorted(self.streams.items()):
             if s.conflicts:
                 out.append(f"{key}: {s.conflicts} sequence number(s) reused with another id")
-            if s.gaps and key.rsplit("/", 1)[-1] in types:
+            if s.gaps and _type_of(key) in types:
                 out.append(f"{key}: {s.gaps} message(s) missing")
         return out
 
