@@ -30,6 +30,7 @@ from edgedet.runtime.slot import LatestSlot
 from edgedet.runtime.worker import Worker
 from edgedet.sources.base import FrameReader, check_frame, redact_url
 from edgedet.sources.config import CameraConfig
+from edgedet.sources.frames import FramePool, frame_pool_for
 from edgedet.types import PreparedFrame
 
 log = logging.getLogger(__name__)
@@ -96,18 +97,30 @@ class BufferPool:
 
 
 class _Release:
-    """PreparedFrame.release: gives the buffer back once, however often it is called."""
+    """PreparedFrame.release: gives the buffer (and a kept frame buffer) back once, however often it is
+    called."""
 
-    __slots__ = ("_buf", "_pool")
+    __slots__ = ("_buf", "_frames", "_image", "_pool")
 
-    def __init__(self, pool: BufferPool, buf: object) -> None:
+    def __init__(
+        self,
+        pool: BufferPool,
+        buf: object,
+        frames: Optional[FramePool] = None,
+        image: Optional[np.ndarray] = None,
+    ) -> None:
         self._pool: Optional[BufferPool] = pool
         self._buf = buf
+        self._frames = frames
+        self._image = image
 
     def __call__(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.release(self._buf)
+        frames, self._frames = self._frames, None
+        if frames is not None and self._image is not None:
+            frames.release(self._image)
 
 
 @dataclass
@@ -135,6 +148,12 @@ class _Mailbox:
         self.replaced = 0
         self.read_times: Deque[float] = collections.deque(maxlen=32)
         self.wanted = False
+        self.frames: Optional[FramePool] = None  # the buffers frames are decoded into (CUDA only)
+
+    def discard(self, image: np.ndarray) -> None:
+        """A frame nobody reads any more: its buffer goes back to the frame pool (if it has one)."""
+        if self.frames is not None:
+            self.frames.release(image)
 
     def want(self) -> None:
         with self.cond:
@@ -162,6 +181,7 @@ class _Mailbox:
             self.frames_read += 1
             if self.frame is not None:
                 self.replaced += 1
+                self.discard(self.frame[0])
             self.wanted = False
             self.frame = (image, self.frames_read, wall, mono)
             self.read_times.append(mono)
@@ -187,6 +207,8 @@ class _Mailbox:
     def new_generation(self) -> int:
         with self.cond:
             self.generation += 1
+            if self.frame is not None:
+                self.discard(self.frame[0])
             self.frame = None
             self.wanted = False
             self.events.clear()
@@ -259,8 +281,11 @@ class _ReaderThread:
         while not self.stop_event.is_set():
             if not live and not self.mailbox.wait_wanted(self.generation, self.stop_event):
                 return
-            image = reader.read()
+            frames = self.mailbox.frames
+            image = frames.read(reader) if frames is not None else reader.read()
             if self.stop_event.is_set():
+                if image is not None:
+                    self.mailbox.discard(image)
                 return
             if image is None:
                 if getattr(reader, "ended", False):
@@ -275,10 +300,12 @@ class _ReaderThread:
                 continue
             problem = check_frame(image)
             if problem is not None:
+                self.mailbox.discard(image)
                 self._post("corrupt", problem)
                 continue
             failed = 0
             if not self.mailbox.post_frame(self.generation, image, live, self.stop_event):
+                self.mailbox.discard(image)
                 return
 
 
@@ -410,6 +437,9 @@ class CaptureWorker(Worker):
         self._reset()
         # allocated here, in the capture thread: a CUDA preprocessor needs its context current
         self.pool = BufferPool([self.preprocessor.allocate() for _ in range(self.pool_size)])
+        # CUDA: the reader decodes into the preprocessor's pinned/mapped memory (sources/frames.py);
+        # two more than the tensor pool: one being decoded, one waiting in the mailbox
+        self._mailbox.frames = frame_pool_for(self.preprocessor, self.pool_size + 2, self.name)
 
     def step(self) -> None:
         now = time.monotonic()
@@ -426,7 +456,14 @@ class CaptureWorker(Worker):
             wait = self._ask_for_frame(now)
         frame, events = self._mailbox.take(wait)
         if frame is not None:
-            self._handle_frame(*frame)
+            prepared = self.frames_prepared
+            try:
+                self._handle_frame(*frame)
+            finally:
+                # read by the preprocessor (or skipped): the frame buffer goes back to its pool, unless
+                # the PreparedFrame carries the picture on (keep_image: given back with its release)
+                if not (self.keep_image and self.frames_prepared > prepared):
+                    self._mailbox.discard(frame[0])
         for event in events:
             self._handle_event(event)
         self._check_stall(time.monotonic())
@@ -444,6 +481,8 @@ class CaptureWorker(Worker):
                     "%s: reader thread %s is stuck in the driver; leaving it", self.name, r.thread.name
                 )
         self._reader = None
+        if self._mailbox.frames is not None:
+            self._mailbox.frames.close()  # buffers still lent out are freed as they come back
 
     # -- opening and reopening -----------------------------------------------------------------------
     def _maybe_open(self, now: float) -> None:
@@ -606,7 +645,7 @@ class CaptureWorker(Worker):
             tensor=buf,
             preprocess_ms=(time.perf_counter() - start) * 1000.0,
             image=image if self.keep_image else None,
-            release=_Release(pool, buf),
+            release=_Release(pool, buf, self._mailbox.frames if self.keep_image else None, image),
         )
         self.frames_prepared += 1
         self.slot.put(prepared)
