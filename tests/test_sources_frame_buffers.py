@@ -262,7 +262,8 @@ def test_a_resolution_switch_falls_back_for_that_frame_and_then_follows(
 ) -> None:
     vtest = video_1080p.parent / "vtest.avi"
     per_part = 12
-    reference = decode_all(DEMO_CLIP, per_part) + decode_all(vtest, per_part) + decode_all(DEMO_CLIP, per_part)
+    reference = [*decode_all(DEMO_CLIP, per_part), *decode_all(vtest, per_part)]
+    reference += decode_all(DEMO_CLIP, per_part)
     pre = cuda(integrated=False)
     slot: LatestSlot[PreparedFrame] = LatestSlot(on_drop=release)
     cam = file_camera()
