@@ -11,6 +11,8 @@ or a buffer decoded into while a frame in it is still needed, shows up as a wron
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import threading
 import time
@@ -37,6 +39,7 @@ from tests.support.fake_tensorrt.memory import HostRuntime
 cv2 = pytest.importorskip("cv2")
 
 SPEC = InputSpec(name="images", width=416, height=416)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def decode_all(path: Path, limit: Optional[int] = None) -> List[np.ndarray]:
@@ -361,3 +364,29 @@ def test_frame_buffers_are_freed_once_under_the_preprocessor() -> None:
         t.join()
     pre.close()
     assert all(h.freed for h in runtime.host_buffers.values()) and len(runtime.host_buffers) == 5
+
+
+@pytest.mark.slow
+def test_the_daemon_uploads_from_the_frame_buffers_and_agrees_with_the_cpu_path(tmp_path: Path) -> None:
+    """The daemon's pipeline (two cameras, CUDA preprocessing over the host runtime double, TensorRT
+    through its double): nearly every frame reaches the kernel from a pinned buffer it was decoded into;
+    before the fix every frame took the pageable path."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    spec = importlib.util.spec_from_file_location("daemon_agreement", REPO / "tests/gpu/daemon_agreement.py")
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    out = tmp_path / "agreement.json"
+    argv = ["--host-kernels", "--seconds", "4", "--pageable-seconds", "2", "--json", str(out)]
+    assert runner.main(argv) == 0
+    summary = json.loads(out.read_text())
+    assert summary["worker_errors"] == {} and summary["agreement"] == 1.0
+    for figures in summary["daemon_paths"].values():
+        paths = figures["paths"]
+        assert paths["pinned"]["frames"] > 10 and paths["pageable"]["frames"] <= 2  # first frame per opening
+        assert figures["decoded_into_buffers"] >= paths["pinned"]["frames"]
+    without = summary["daemon_without_frame_buffers"]
+    assert without["failed"] == {} and without["agreeing_frames"] == without["frames"] > 0
+    for figures in without["paths"].values():
+        assert figures["paths"]["pinned"]["frames"] == 0 and figures["decoded_into_buffers"] is None
