@@ -15,8 +15,9 @@ the GPU one of three ways:
   the driver's staging: docs/measured/gpu/bench.txt), so it is off by default. A source whose decoder
   could not write into a frame buffer (the frame changed size) takes this path for that frame.
 
-``path_stats()`` counts the frames that took each path, with the median wall time of ``run()`` (upload
-and kernel) per path.
+``path_stats()`` counts the frames that took each path, with medians per path of the wall time of
+``run()`` (upload and kernel, plus whatever the calling thread waited for the GIL), of the upload call
+on the host, and of the upload on the GPU (CUDA events around the copy, when ``run()`` synchronizes).
 
 The output is a ``DeviceTensor`` (1x3xHxW on the device) whose pointer the TensorRT backend binds as
 its input; the values equal ``CpuPreprocessor``'s (same OpenCV resize arithmetic, same constants).
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 _BLOCK = (32, 8, 1)
 PATHS = ("pinned", "mapped", "pageable", "staged")  # how a frame reached the kernel (module docstring)
 _PATH_SAMPLES = 2000  # run() times kept per path for the median
+
+
+def _median(values: List[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
 
 
 class DeviceTensor:
@@ -146,6 +151,10 @@ class CudaPreprocessor:
         self._frames_lock = threading.Lock()  # sources allocate frame buffers in their reader threads
         self.frames_by_path: Dict[str, int] = dict.fromkeys(PATHS, 0)
         self._path_ms: Dict[str, Deque[float]] = {p: collections.deque(maxlen=_PATH_SAMPLES) for p in PATHS}
+        self._upload_ms: Dict[str, Deque[Tuple[float, float]]] = {
+            p: collections.deque(maxlen=_PATH_SAMPLES) for p in PATHS
+        }  # (host ms of the upload call, GPU ms between events around it)
+        self._last_upload: Optional[float] = None
         self._staging: Optional[DeviceBuffer] = None
         self.stage_frames = stage_frames
         # page-locked (mapped on integrated GPUs) host copies of pageable frames, used in turn; each
@@ -159,6 +168,7 @@ class CudaPreprocessor:
             self._stream: Stream = runtime.stream()
             # after the upload from a pinned frame buffer: the buffer may be written again once it passed
             self._uploaded: Event = runtime.event(timing=False)
+            self._upload_span: Tuple[Event, Event] = (runtime.event(), runtime.event())
             # GPU time of upload + kernel, for stage statistics (read after the stream synchronized)
             self._timing: Optional[Tuple[Event, Event]] = (
                 (runtime.event(), runtime.event()) if timing else None
@@ -199,9 +209,14 @@ class CudaPreprocessor:
         """Per path (pinned, mapped, pageable, staged): frames, and median ms of ``run()``."""
         out: Dict[str, Dict[str, float]] = {}
         for path in PATHS:
-            times = sorted(self._path_ms[path])
-            median = times[len(times) // 2] if times else 0.0
-            out[path] = {"frames": float(self.frames_by_path[path]), "median_ms": round(median, 4)}
+            median = _median(list(self._path_ms[path]))
+            uploads = list(self._upload_ms[path])
+            out[path] = {
+                "frames": float(self.frames_by_path[path]),
+                "median_ms": round(median, 4),
+                "upload_call_ms": round(_median([u[0] for u in uploads]), 4),
+                "upload_gpu_ms": round(_median([u[1] for u in uploads]), 4),
+            }
         return out
 
     # -- the work --------------------------------------------------------------------------------
@@ -218,6 +233,7 @@ class CudaPreprocessor:
             start = time.perf_counter()
             if self._timing is not None:
                 self._timing[0].record(self._stream)
+            self._last_upload = None
             src_ptr, pitch, used, path = self._source_pointer(image)
             args: List[object] = [
                 src_ptr, pitch, src_w, src_h, geo.xtab.ptr, geo.ytab.ptr,
@@ -241,6 +257,9 @@ class CudaPreprocessor:
                 self._stream.synchronize()
                 if self._timing is not None:
                     timings["gpu_ms"] = self._timing[1].elapsed_ms(self._timing[0])
+                if self._last_upload is not None:
+                    gpu = self._upload_span[1].elapsed_ms(self._upload_span[0])
+                    self._upload_ms[path].append((self._last_upload, gpu))
             elif path == "pinned":
                 self._uploaded.synchronize()  # the frame buffer may be decoded into again
             elif path == "mapped":
@@ -317,7 +336,11 @@ class CudaPreprocessor:
         # pinned memory: a true async DMA; pageable memory: the driver copies through its own staging.
         # Upload and kernel share one stream, so the next frame's upload cannot overwrite the staging
         # buffer before this kernel has read it, even when run() does not synchronize.
+        start = time.perf_counter()
+        self._upload_span[0].record(self._stream)
         self.runtime.htod_async(self._staging.ptr, image, self._stream)
+        self._upload_span[1].record(self._stream)
+        self._last_upload = (time.perf_counter() - start) * 1000.0
         return self._staging.ptr
 
     def close(self) -> None:
