@@ -97,30 +97,18 @@ class BufferPool:
 
 
 class _Release:
-    """PreparedFrame.release: gives the buffer (and a kept frame buffer) back once, however often it is
-    called."""
+    """PreparedFrame.release: gives the buffer back once, however often it is called."""
 
-    __slots__ = ("_buf", "_frames", "_image", "_pool")
+    __slots__ = ("_buf", "_pool")
 
-    def __init__(
-        self,
-        pool: BufferPool,
-        buf: object,
-        frames: Optional[FramePool] = None,
-        image: Optional[np.ndarray] = None,
-    ) -> None:
+    def __init__(self, pool: BufferPool, buf: object) -> None:
         self._pool: Optional[BufferPool] = pool
         self._buf = buf
-        self._frames = frames
-        self._image = image
 
     def __call__(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.release(self._buf)
-        frames, self._frames = self._frames, None
-        if frames is not None and self._image is not None:
-            frames.release(self._image)
 
 
 @dataclass
@@ -456,14 +444,10 @@ class CaptureWorker(Worker):
             wait = self._ask_for_frame(now)
         frame, events = self._mailbox.take(wait)
         if frame is not None:
-            prepared = self.frames_prepared
             try:
                 self._handle_frame(*frame)
-            finally:
-                # read by the preprocessor (or skipped): the frame buffer goes back to its pool, unless
-                # the PreparedFrame carries the picture on (keep_image: given back with its release)
-                if not (self.keep_image and self.frames_prepared > prepared):
-                    self._mailbox.discard(frame[0])
+            finally:  # read by the preprocessor (or skipped): the frame buffer goes back to its pool
+                self._mailbox.discard(frame[0])
         for event in events:
             self._handle_event(event)
         self._check_stall(time.monotonic())
@@ -644,14 +628,20 @@ class CaptureWorker(Worker):
             letterbox=letterbox,
             tensor=buf,
             preprocess_ms=(time.perf_counter() - start) * 1000.0,
-            image=image if self.keep_image else None,
-            release=_Release(pool, buf, self._mailbox.frames if self.keep_image else None, image),
+            image=self._picture(image) if self.keep_image else None,
+            release=_Release(pool, buf),
         )
         self.frames_prepared += 1
         self.slot.put(prepared)
         if asked_at is not None:
             lead = time.monotonic() - asked_at
             self._lead_s = lead if self._lead_s == 0.0 else 0.8 * self._lead_s + 0.2 * lead
+
+    def _picture(self, image: np.ndarray) -> np.ndarray:
+        """The frame's picture for snapshots, which lives on after inference with no release point:
+        a copy when the frame sits in a pooled frame buffer (that goes back to its pool at once)."""
+        frames = self._mailbox.frames
+        return image.copy() if frames is not None and frames.owns(image) else image
 
     def _admit(self, now: float) -> bool:
         """The frame-rate cap: admit on a fixed schedule, never in a burst after a gap."""
