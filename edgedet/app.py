@@ -13,22 +13,27 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 import numpy as np
 
+from edgedet.backends import open_backend
 from edgedet.config import Config
 from edgedet.errors import EdgedetError
+from edgedet.models.postprocess import build_postprocessor, input_spec_for, resolve_input_spec
 from edgedet.pipeline.inference import FrameBoard, InferenceBatch, InferenceWorker, PostWorker
 from edgedet.pipeline.stats import PipelineStats
+from edgedet.preprocess import make_preprocessor
+from edgedet.publish.messages import ModelInfo
 from edgedet.runtime.worker import Worker
+from edgedet.sources import open_reader
+from edgedet.sources.capture import CaptureState, CaptureStatus, CaptureWorker
 from edgedet.sources.config import FileSource
 from edgedet.tracking.stage import Tracking
+from edgedet.tracking.values import TrackingUpdate
 from edgedet.types import DetectionResult, InputSpec
 
 if TYPE_CHECKING:
     from edgedet.backends.base import Backend
     from edgedet.models.postprocess import PostProcessor
-    from edgedet.publish.messages import ModelInfo
     from edgedet.publish.mqtt import MqttPublisher
     from edgedet.sources.base import FrameReader
-    from edgedet.sources.capture import CaptureWorker
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +57,6 @@ class ModelStage:
 
 def load_model_stage(config: Config) -> ModelStage:
     """Open the backend, pick the decoder and input spec, and prove a first inference works."""
-    from edgedet.backends import open_backend
-    from edgedet.models.postprocess import build_postprocessor, input_spec_for, resolve_input_spec
-    from edgedet.publish.messages import ModelInfo
-
     model_path = config.resolve_path(config.model.path)
     # TensorRT keys its engines by the preprocessing (and calibrates INT8 with it)
     wanted = resolve_input_spec(config.model, model_path) if config.backend.type == "tensorrt" else None
@@ -111,7 +112,12 @@ def _preprocess_kind(config: Config) -> str:
 
 @dataclass
 class Pipeline:
-    """Every running stage of the daemon."""
+    """Every running stage of the daemon, and what the supervisor may do with them.
+
+    Cameras come and go while inference runs (a reload, a crashed capture thread): ``replace_capture``
+    and ``remove_capture`` are the only ways to do that, so a camera's slot, counters and thread always
+    change together.
+    """
 
     config: Config
     model: ModelStage
@@ -123,6 +129,8 @@ class Pipeline:
     stats: PipelineStats = field(default_factory=PipelineStats)
     extra_sinks: List[Callable[[DetectionResult], None]] = field(default_factory=list)
     tracking: Optional[Tracking] = None
+    # see every tracking update after the publisher (metrics of tracks, zones and lines)
+    tracking_sinks: List[Callable[[TrackingUpdate], None]] = field(default_factory=list)
 
     def workers(self) -> Dict[str, Worker]:
         out: Dict[str, Worker] = {w.name: w for w in self.inference}
@@ -130,19 +138,71 @@ class Pipeline:
         out.update({f"capture-{name}": w for name, w in self.captures.items()})
         return out
 
+    # -- cameras -------------------------------------------------------------------------------
+    def replace_capture(self, camera: str, join_timeout: float = 5.0) -> CaptureWorker:
+        """(Re)start ``camera``'s capture stage from ``self.config``: the old thread (if any) is stopped
+        and its slot freed, a fresh one is built and started. The new one retries a source that cannot
+        be opened yet, forever with backoff (the camera shows as down until it comes)."""
+        self._stop_capture(camera, join_timeout)
+        worker = build_capture(self.config, camera, self, retry_first_open=True)
+        self.captures[camera] = worker
+        worker.start()
+        return worker
+
+    def remove_capture(self, camera: str, join_timeout: float = 5.0) -> None:
+        """Stop ``camera``'s capture stage and forget it (its slot, its counters)."""
+        self._stop_capture(camera, join_timeout)
+        self.stats.forget(camera)
+
+    def _stop_capture(self, camera: str, join_timeout: float) -> None:
+        worker = self.captures.pop(camera, None)
+        if worker is not None:
+            worker.stop()
+            if not worker.join(join_timeout):
+                log.warning("%s did not stop within %.1f s; leaving it", worker.name, join_timeout)
+        self.board.remove(camera)
+
+    def capture_statuses(self) -> Dict[str, CaptureStatus]:
+        return {name: w.status() for name, w in list(self.captures.items())}
+
+    def frames_dropped(self, camera: str) -> int:
+        """Frames of ``camera`` replaced in the latest-frame slot before inference took them."""
+        return self.board.dropped(camera)
+
+    def set_max_fps(self, fps: Optional[float]) -> None:
+        """Cap every camera's processed frame rate (the thermal policy); None lifts the cap."""
+        for worker in list(self.captures.values()):
+            worker.set_max_fps(fps)
+
+    # -- progress ------------------------------------------------------------------------------
+    def drained(self) -> bool:
+        """No frame is waiting for inference, being inferred or waiting for post-processing."""
+        return self.board.pending() == 0 and self.board.in_flight() == 0 and self.post.inbox.empty()
+
+    def all_sources_ended(self) -> bool:
+        """Every camera is a file played once that has ended, and every frame read was published."""
+        if not self.captures:
+            return False
+        if any(w.state != CaptureState.ENDED for w in list(self.captures.values())):
+            return False
+        return self.drained()
+
 
 def build_capture(
-    config: Config, camera_name: str, pipeline: Pipeline, retry_first_open: bool = False
+    config: Config, camera_name: str, pipeline: Pipeline, retry_first_open: Optional[bool] = None
 ) -> CaptureWorker:
-    """One camera's capture thread; ``retry_first_open`` keeps retrying a source that is down at start."""
-    from edgedet.preprocess import make_preprocessor
-    from edgedet.sources import open_reader
-    from edgedet.sources.capture import CaptureWorker
+    """One camera's capture thread.
 
+    ``retry_first_open``: keep retrying a source that cannot be opened at start (a camera that is not up
+    yet) rather than failing. By default True for every source but files: a file that cannot be read
+    does not heal, so it is a start-up error.
+    """
     camera = next(c for c in config.cameras if c.name == camera_name)
     source = camera.source
     if isinstance(source, FileSource):  # relative paths are relative to the config file
         source = source.model_copy(update={"path": str(config.resolve_path(source.path))})
+    if retry_first_open is None:
+        retry_first_open = not isinstance(source, FileSource)
     preprocessor = make_preprocessor(
         pipeline.model.preprocess_kind,
         pipeline.model.spec,
@@ -164,6 +224,7 @@ def build_pipeline(
     config: Config,
     publisher: Optional[MqttPublisher] = None,
     extra_sinks: Optional[List[Callable[[DetectionResult], None]]] = None,
+    tracking_sinks: Optional[List[Callable[[TrackingUpdate], None]]] = None,
 ) -> Pipeline:
     """Load the model and wire capture -> inference -> post-processing -> sinks (nothing started)."""
     model = load_model_stage(config)
@@ -181,6 +242,7 @@ def build_pipeline(
     pipeline = Pipeline(config, model, board, inference, post)
     pipeline.publisher = publisher
     pipeline.extra_sinks = list(extra_sinks or [])
+    pipeline.tracking_sinks = list(tracking_sinks or [])
     pipeline.tracking = Tracking(config.tracking, config.mqtt.events, config.state_path)
     pipeline.post.sinks.append(_result_sink(pipeline))
     for camera in config.cameras:
@@ -198,6 +260,8 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
             result.timings_ms["track"] = (time.monotonic() - start) * 1000.0
             if pipeline.publisher is not None:
                 pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+            for tracking_sink in pipeline.tracking_sinks:
+                tracking_sink(update)
         elif pipeline.publisher is not None:
             pipeline.publisher.publish_detections(result, pipeline.model.model_info)
         for extra in pipeline.extra_sinks:
@@ -211,8 +275,13 @@ def _result_sink(pipeline: Pipeline) -> Callable[[DetectionResult], None]:
 
 def expire_tracking(pipeline: Pipeline, now: float) -> None:
     """Presence `cleared` for cameras that stopped sending frames (call now and then)."""
-    if pipeline.tracking is not None and pipeline.publisher is not None:
-        pipeline.publisher.publish_tracking(pipeline.tracking.expire(now), pipeline.model.model_info)
+    if pipeline.tracking is None:
+        return
+    update = pipeline.tracking.expire(now)
+    if pipeline.publisher is not None:
+        pipeline.publisher.publish_tracking(update, pipeline.model.model_info)
+    for tracking_sink in pipeline.tracking_sinks:
+        tracking_sink(update)
 
 
 def start_pipeline(pipeline: Pipeline) -> None:
@@ -232,11 +301,9 @@ def stop_pipeline(pipeline: Pipeline, timeout: float) -> None:
     for worker in pipeline.captures.values():
         worker.join(max(0.1, deadline - time.monotonic()))
     # drain: whatever is already in a slot or the hand-off queue is still inferred and published
-    while pipeline.board.slots and any(len(s) for s in pipeline.board.slots.values()):
-        if time.monotonic() > deadline or not any(w.alive for w in pipeline.inference):
+    while not pipeline.drained() and time.monotonic() < deadline:
+        if not pipeline.post.alive or not any(w.alive for w in pipeline.inference):
             break
-        time.sleep(0.02)
-    while not pipeline.post.inbox.empty() and time.monotonic() < deadline and pipeline.post.alive:
         time.sleep(0.02)
     for inference in pipeline.inference:
         inference.stop()

@@ -18,11 +18,13 @@ from edgedet.commands.engine import run_build_engine
 from edgedet.commands.evaluate import run_eval
 from edgedet.commands.install import run_install_service
 from edgedet.commands.run import run_daemon
+from edgedet.commands.status import run_status
 from edgedet.commands.watch import run_watch
 from edgedet.config import load_config
 from edgedet.errors import ConfigError, EdgedetError
 from edgedet.precision.cli_args import add_quantize_args, run_quantize
 from edgedet.service.logging_setup import configure_logging
+from edgedet.service.preflight import check_references, errors
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -31,6 +33,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    # the files, devices and OpenCV build the config points to
+    findings = [] if args.no_files else check_references(config)
+    for finding in findings:
+        print(f"{args.file}: {finding}", file=sys.stderr)
+    if errors(findings):
+        return 1
     cams = ", ".join(f"{c.name} ({c.source.type})" for c in config.cameras)
     print(f"{args.file}: OK — model {config.model.path}, backend {config.backend.type}, cameras: {cams}")
     return 0
@@ -59,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-config", cmd_check_config, "validate a config file; print every problem with its line")
     p.add_argument("file", type=Path)
+    p.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the file only, not the model/video/TLS files it points to (e.g. before deploying)",
+    )
 
     p = add("detect", run_detect, "detect objects in an image or video; print JSON, optionally annotate")
     p.add_argument("path", type=Path, help="image or video file")
@@ -100,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
 
+    p = add("status", run_status, "the running daemon's status (its HTTP /status endpoint) as a table")
+    p.add_argument(
+        "--url", default=None, help="the daemon's HTTP address (default: from --config, else :9464)"
+    )
+    p.add_argument("--config", "-c", type=Path, default=None, help="take the address from http.listen here")
+    p.add_argument("--json", action="store_true", help="print the status document as JSON")
+
     p = add("bench", run_bench, "benchmarks: pipeline vs sequential vs inference alone (and more)")
     p.add_argument("--video", type=Path, default=None, help="video (default ../shared 1080p clip, else demo)")
     p.add_argument("--model", type=Path, default=None)
@@ -108,11 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=2, help="parallel inference workers in (c)")
     p.add_argument(
         "--what",
-        choices=["pipeline", "outbox", "telemetry", "preprocess", "all"],
+        choices=["pipeline", "cameras", "outbox", "telemetry", "preprocess", "http", "all"],
         default="pipeline",
         help="which benchmark",
     )
     p.add_argument("--json", action="store_true", help="print figures as JSON")
+    p.add_argument("--cameras", default="1,2,4,8", help="--what cameras: camera counts to run")
+    p.add_argument("--seconds", type=float, default=20.0, help="--what cameras: measured seconds per count")
+    p.add_argument("--pace", choices=["fast", "realtime"], default="fast", help="--what cameras: file pacing")
 
     p = add("build-engine", run_build_engine, "build (or rebuild) the TensorRT engine for a config or model")
     p.add_argument("--config", "-c", type=Path, default=None)

@@ -6,13 +6,15 @@ composes them and does the loading. Parsing (``parse_config``) is apart from fil
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from typing_extensions import Literal
 
 from edgedet.backends.config import BackendConfig, OnnxRuntimeBackend, PreprocessConfig
@@ -20,6 +22,7 @@ from edgedet.configbase import Strict
 from edgedet.errors import ConfigError
 from edgedet.models.config import ModelConfig
 from edgedet.publish.config import MqttConfig
+from edgedet.publish.homeassistant import HomeAssistantConfig
 from edgedet.sources.config import CameraConfig
 from edgedet.telemetry.config import TelemetryConfig
 from edgedet.tracking.config import TrackingConfig
@@ -42,6 +45,67 @@ class ServiceConfig(Strict):
     stop_timeout_s: float = Field(default=10.0, gt=0)
 
 
+DEFAULT_LISTEN = "127.0.0.1:9464"  # loopback: nothing is exposed to the network unless the file says so
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str  # an IP literal, without brackets
+    port: int  # 0: any free port (tests)
+    family: int  # socket.AF_INET or socket.AF_INET6
+
+    @property
+    def url_host(self) -> str:
+        """The host as it goes into a URL: IPv6 literals in brackets."""
+        return f"[{self.host}]" if self.family == socket.AF_INET6 else self.host
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """``"127.0.0.1:9464"``, ``"0.0.0.0:9464"``, ``"[::1]:9464"`` or ``"[::]:9464"``; raises ValueError.
+
+    Only IP literals: a host name could resolve to several addresses, and the listener must bind exactly
+    where the file says (loopback by default, so the endpoints are never exposed by accident).
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{text!r}: an IPv6 address needs the form [addr]:port, e.g. [::1]:9464")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{text!r}: expected host:port, e.g. 127.0.0.1:9464")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: {host!r} is not an IP address (use 127.0.0.1, 0.0.0.0, [::1] or [::])"
+        ) from None
+    if address.version == 6 and not text.startswith("["):
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9464")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return ListenAddress(str(address), int(port), family)
+
+
+class HttpConfig(Strict):
+    """Prometheus /metrics, /healthz, /readyz and /status over HTTP (no authentication: keep it local)."""
+
+    enabled: bool = True
+    listen: str = Field(default=DEFAULT_LISTEN)
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @property
+    def address(self) -> ListenAddress:
+        return parse_listen(self.listen)
+
+
 class Config(Strict):
     version: Literal[1] = 1
     device_id: Optional[str] = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -58,6 +122,8 @@ class Config(Strict):
     stats: StatsConfig = StatsConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     service: ServiceConfig = ServiceConfig()
+    http: HttpConfig = HttpConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> Config:

@@ -156,16 +156,18 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
         assert needle in errors[0], errors[0]
 
 
-def test_missing_model_file_ends_startup_with_one_line_naming_it(tmp_path: Path) -> None:
+def test_missing_model_is_fatal_with_exit_78(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, base_config(tmp_path, model={"path": "nowhere/model.onnx"}))
-    assert_one_line_error(proc, "model.onnx")
+    assert_one_line_error(proc, "model.path", "model.onnx", "no such file")
+    assert proc.returncode == 78  # EX_CONFIG: the unit's RestartPreventExitStatus, no restart loop
 
 
-def test_corrupt_model_file_ends_startup_with_one_line_naming_it(tmp_path: Path) -> None:
+def test_corrupt_model_is_fatal(tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(os.urandom(4096))
     proc = run_cli(tmp_path, base_config(tmp_path, model={"path": str(bad)}))
     assert_one_line_error(proc, "corrupt.onnx")
+    assert proc.returncode == 78
 
 
 def test_model_whose_outputs_match_no_decoder_ends_startup_pointing_at_model_family(tmp_path: Path) -> None:
@@ -174,27 +176,58 @@ def test_model_whose_outputs_match_no_decoder_ends_startup_pointing_at_model_fam
     assert_one_line_error(proc, "match no decoder", "model.family")
 
 
-def test_unreadable_video_ends_startup_saying_no_camera_could_be_opened(tmp_path: Path) -> None:
+def test_unreadable_video_file_is_fatal(tmp_path: Path) -> None:
     fake = tmp_path / "clip.mp4"
     fake.write_text("not a video")
     cams = [{"name": "cam", "source": {"type": "file", "path": str(fake)}}]
     proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams))
-    assert_one_line_error(proc, "no camera could be opened", "clip.mp4")
+    assert_one_line_error(proc, "camera cam", "clip.mp4")
+    assert proc.returncode == 78
 
 
-def test_v4l2_device_that_does_not_exist_ends_startup_with_one_line_naming_it(tmp_path: Path) -> None:
-    cams = [{"name": "usb", "source": {"type": "v4l2", "device": "/dev/video99"}}]
+def test_missing_video_file_is_fatal_before_the_model_loads(tmp_path: Path) -> None:
+    cams = [{"name": "cam", "source": {"type": "file", "path": str(tmp_path / "gone.mp4")}}]
     proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams))
-    assert_one_line_error(proc, "/dev/video99")
+    assert_one_line_error(proc, "cameras[cam].source.path", "gone.mp4", "no such file")
+    assert "loaded" not in proc.stderr  # refused before the model was opened
+    assert proc.returncode == 78
 
 
-def test_rtsp_url_that_never_answers_ends_startup_naming_the_camera(tmp_path: Path) -> None:
+def test_missing_tls_files_are_fatal(tmp_path: Path) -> None:
+    mqtt = {"host": "127.0.0.1", "port": free_port(), "tls": {"ca_file": str(tmp_path / "ca.pem")}}
+    proc = run_cli(tmp_path, base_config(tmp_path, mqtt=mqtt))
+    assert_one_line_error(proc, "mqtt.tls.ca_file", "ca.pem")
+    assert proc.returncode == 78
+
+
+def test_absent_usb_camera_is_a_warning_and_the_daemon_runs(tmp_path: Path) -> None:
+    cams = [
+        {
+            "name": "usb",
+            "source": {"type": "v4l2", "device": "/dev/video99"},
+            "reconnect": {"initial_s": 0.5, "max_s": 1},
+        }
+    ]
+    proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams, stats={"interval_s": 1}), "--duration", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "cameras[usb].source.device: /dev/video99 does not exist (yet)" in proc.stderr
+    assert "usb: reconnecting" in proc.stderr and "no such device" in proc.stderr
+
+
+def test_rtsp_camera_that_never_answers_keeps_the_daemon_up(tmp_path: Path) -> None:
     url = f"rtsp://127.0.0.1:{free_port()}/cam"
     cams = [
-        {"name": "door", "source": {"type": "rtsp", "url": url, "decoder": "ffmpeg", "open_timeout_s": 2}}
+        {
+            "name": "door",
+            "source": {"type": "rtsp", "url": url, "decoder": "ffmpeg", "open_timeout_s": 2},
+            "reconnect": {"initial_s": 0.5, "max_s": 1},
+        }
     ]
-    proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams))
-    assert_one_line_error(proc, "no camera could be opened", "door")
+    proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams, stats={"interval_s": 1}), "--duration", "4")
+    assert proc.returncode == 0, proc.stderr
+    # the stats line shows the camera down with its reason and the next retry
+    assert "door: reconnecting" in proc.stderr and "connection refused" in proc.stderr, proc.stderr
+    assert "retry in" in proc.stderr
 
 
 def test_one_dead_camera_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -204,7 +237,7 @@ def test_one_dead_camera_does_not_stop_the_others(tmp_path: Path) -> None:
     ]
     proc = run_cli(tmp_path, base_config(tmp_path, cameras=cams, stats={"interval_s": 1}), "--duration", "4")
     assert proc.returncode == 0, proc.stderr
-    assert "camera dead:" in proc.stderr and "retrying in the background" in proc.stderr
+    assert "capture-dead: camera /dev/video99: no such device" in proc.stderr
     assert "good: streaming" in proc.stderr
 
 

@@ -5,21 +5,27 @@ WATCHDOG_USEC, a real mosquitto, the real model on the bundled clip.
   STOPPING=1, a retained ``offline`` status on MQTT and exit 0;
 * SIGHUP with an invalid edit keeps the old config running and reports the error; with a valid edit
   (a camera added) RELOADING=1 ... READY=1 and the new camera publishes;
-* a backend that hangs stops the watchdog pings within one interval.
+* a backend that hangs stops the watchdog pings within one interval;
+* an RTSP camera that is down at boot: READY=1 anyway, STATUS and MQTT stats show it down with the reason
+  and the next retry, and detections start once the (real) RTSP server comes up, without a restart.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List, Optional
 
 import pytest
 
+from tests.conftest import DEMO_CLIP
 from tests.support.broker import Mosquitto
-from tests.support.daemon_harness import WATCHDOG_S, RunningDaemon, Subscriber, daemon_config
+from tests.support.daemon_harness import DEVICE, WATCHDOG_S, RunningDaemon, Subscriber, daemon_config
 from tests.support.fake_systemd import FakeSystemd
+from tests.support.rtsp_server import RtspServer, unavailable_reason
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -113,3 +119,66 @@ def test_hung_backend_stops_watchdog_pings(tmp_path: Path, mosquitto: Mosquitto)
         assert any("inference" in s for s in _statuses(d.fake, ready_at)), _statuses(d.fake, ready_at)
     finally:
         d.stop()
+
+
+def _door_stats(subscriber: Subscriber) -> List[Dict[str, Any]]:
+    topic = f"edgedet/{DEVICE}/stats"
+    stats = [json.loads(p) for _, t, p, _ in list(subscriber.messages) if t == topic]
+    return [m["cameras"]["door"] for m in stats if "door" in m["cameras"]]
+
+
+def test_camera_down_at_boot_daemon_ready_then_detects_when_it_appears(
+    tmp_path: Path, mosquitto: Mosquitto, subscriber: Subscriber
+) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = RtspServer(DEMO_CLIP, tmp_path / "rtsp")  # its port is fixed now, it starts later
+    config = daemon_config(tmp_path, mosquitto)
+    config["cameras"] = [
+        {
+            "name": "door",
+            "source": {"type": "rtsp", "url": server.url, "decoder": "ffmpeg", "open_timeout_s": 2},
+            "max_fps": 4,
+            "reconnect": {"initial_s": 0.5, "max_s": 2},
+        }
+    ]
+    d = RunningDaemon(tmp_path, mosquitto, config)
+    try:
+        # READY=1 after the model loaded and the warm-up inference ran: not waiting for the camera
+        ready_at = d.wait_ready()
+        down = wait_for(
+            lambda: next((s for s in _statuses(d.fake, ready_at) if "door down (" in s), None),
+            timeout=30,
+            what="a STATUS line showing the camera down",
+        )
+        assert "connection refused" in down and "retry in" in down, down
+        assert "0/1 cameras up" in down, down
+        cam = wait_for(
+            lambda: next((c for c in _door_stats(subscriber) if c.get("retry_in_s") is not None), None),
+            timeout=30,
+            what="a stats message with the camera down and its next retry",
+        )
+        assert cam["state"] == "reconnecting" and "connection refused" in cam["last_error"], cam
+        d.fake.wait_pings(2, timeout=4 * WATCHDOG_S, since=d.fake.messages[ready_at].time)
+
+        server.start()  # the camera boots after the Jetson
+        back = time.monotonic()
+        subscriber.wait("door/detections", timeout=60, since=back)
+        up_line: Optional[str] = wait_for(
+            lambda: next((s for s in _statuses(d.fake, ready_at) if s.startswith("1/1 cameras up")), None),
+            timeout=30,
+            what="a STATUS line with the camera up",
+        )
+        assert d.proc.poll() is None, d.log_text()[-3000:]
+        assert {m.pid for m in d.fake.messages} == {d.proc.pid}
+        assert len([m for m in d.fake.messages if m.matches("READY=1")]) == 1  # never restarted
+        # for the report: what the log and systemd's STATUS showed
+        print("\n--- STATUS lines ---")
+        for line in _statuses(d.fake):
+            print("STATUS=" + line)
+        print(f"(last: {up_line})\n--- daemon log ---")
+        print(d.log_text())
+    finally:
+        d.stop()
+        server.kill()

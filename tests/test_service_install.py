@@ -87,6 +87,10 @@ def test_unit_settings() -> None:
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["WatchdogSec"] == ["30"] and s["Restart"] == ["on-failure"] and s["RestartSec"] == ["5"]
     assert s["TimeoutStopSec"] == ["20"]
+    # never left failed after a burst of restarts; only configuration errors (exit 78) stop the restarts
+    assert s["StartLimitIntervalSec"] == ["0"] and "StartLimitBurst" not in s
+    assert s["RestartPreventExitStatus"] == ["78"]
+    assert "MALLOC_ARENA_MAX=2" in s["Environment"]  # RSS flat across camera reconnects
     assert s["User"] == ["edgedet"] and s["Group"] == ["edgedet"]
     assert set(s["SupplementaryGroups"][0].split()) == {"video", "render"}
     assert s["StateDirectory"] == ["edgedet"] and s["CacheDirectory"] == ["edgedet"]

@@ -69,6 +69,23 @@ class FrameBoard:
             if leftover is not None:
                 _release(leftover)
 
+    def dropped(self, camera: str) -> int:
+        """Frames of ``camera`` replaced in its slot before inference took them."""
+        with self._lock:
+            slot = self.slots.get(camera)
+        return slot.dropped if slot is not None else 0
+
+    def pending(self) -> int:
+        """Prepared frames waiting in the slots for an inference worker."""
+        with self._lock:
+            slots = list(self.slots.values())
+        return sum(len(s) for s in slots)
+
+    def in_flight(self) -> int:
+        """Frames taken by an inference worker whose results post-processing has not received yet."""
+        with self._lock:
+            return sum(len(seqs) for seqs in self._inflight.values())
+
     def take(self, max_items: int, timeout: float) -> List[PreparedFrame]:
         """Up to ``max_items`` frames from different cameras, round-robin so no camera starves."""
         deadline = time.monotonic() + timeout

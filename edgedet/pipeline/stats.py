@@ -67,6 +67,17 @@ class PipelineStats:
             counters = self.cameras.get(camera)
             return counters.published if counters else 0
 
+    def peek_in_view(self, camera: str) -> Dict[str, int]:
+        """Most objects per class in one frame since the last ``take_in_view`` (kept)."""
+        with self._lock:
+            counters = self.cameras.get(camera)
+            return dict(counters.in_view) if counters is not None else {}
+
+    def forget(self, camera: str) -> None:
+        """A camera was removed: its counters go (a camera added again later starts from zero)."""
+        with self._lock:
+            self.cameras.pop(camera, None)
+
     def take_in_view(self, camera: str) -> Dict[str, int]:
         """Most objects per class in one frame since the last call (then reset)."""
         with self._lock:

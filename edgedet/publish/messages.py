@@ -283,7 +283,7 @@ def latency_summary(samples_ms: Mapping[str, Sequence[float]]) -> Dict[str, Dict
 
 _CAMERA_COUNTERS = ("frames_in", "frames_out", "dropped")
 _CAMERA_OPTIONAL_INTS = ("skipped", "corrupt", "reconnects")
-_CAMERA_OPTIONAL_RATES = ("fps", "fps_in", "fps_out")
+_CAMERA_OPTIONAL_RATES = ("fps", "fps_in", "fps_out", "retry_in_s")
 _CAMERA_OPTIONAL_TEXT = ("last_error", "error")
 _STATS_OBJECTS = ("power", "throttle")
 

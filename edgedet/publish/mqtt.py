@@ -588,6 +588,13 @@ class MqttPublisher:
             lambda env: m.build_telemetry(env, payload, source),
         )
 
+    def publish_retained(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """A retained message on an absolute topic, outside the numbered streams (Home Assistant
+        discovery and state); an empty payload clears what the broker retains there."""
+        if not self._started or self._stopped:
+            return False
+        return self._send_now(topic, payload, qos, True)
+
     # -- status --------------------------------------------------------------------------------
     def _queued(self) -> int:
         with self._lock:

@@ -1,7 +1,13 @@
 """The long-running daemon: starts the stages, supervises them, reloads, and stops gracefully.
 
-The supervisor loop runs in the main thread: it polls worker failures and heartbeats, publishes stats,
-updates the systemd STATUS line, applies reloads, and returns an exit code for the CLI.
+The supervisor loop runs in the main thread: it polls worker failures and heartbeats, builds the status
+snapshot (service/status.py) that the log line, systemd's STATUS= and the MQTT stats message all read,
+applies reloads, and returns an exit code for the CLI.
+
+Transient versus fatal: a camera that cannot be opened (at start or later) is transient; it is retried
+forever with capped backoff and shown as down, and READY=1 does not wait for it. Fatal problems (an invalid
+config, a model that cannot be loaded, a file source that cannot be read) end the start with one clear
+error, and the CLI exits non-zero.
 """
 
 from __future__ import annotations
@@ -10,11 +16,10 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from edgedet.app import (
     Pipeline,
-    build_capture,
     build_pipeline,
     describe_failure,
     expire_tracking,
@@ -23,14 +28,27 @@ from edgedet.app import (
 )
 from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, EdgedetError, SourceError
+from edgedet.publish.mqtt import MqttPublisher, resolve_password
+from edgedet.runtime.memory import trim_heap
 from edgedet.runtime.worker import Worker
-
-if TYPE_CHECKING:
-    from edgedet.publish.mqtt import MqttPublisher
-    from edgedet.service.notify import Notifier
-    from edgedet.service.watchdog import WatchdogPinger
-    from edgedet.telemetry.base import TelemetryReader
-    from edgedet.telemetry.throttle import ThrottlePolicy
+from edgedet.service.logging_setup import set_level
+from edgedet.service.notify import Notifier
+from edgedet.service.observe import DaemonView, Observability, latest_reading, model_info
+from edgedet.service.preflight import ERROR, Finding, check_references
+from edgedet.service.reload import plan_reload
+from edgedet.service.status import (
+    DaemonStatus,
+    StatusBuilder,
+    log_line,
+    stats_payload,
+    status_key,
+    status_line,
+)
+from edgedet.service.watchdog import WatchdogGate, WatchdogPinger, always_healthy, worker_age
+from edgedet.sources.capture import CaptureState
+from edgedet.telemetry import open_telemetry
+from edgedet.telemetry.base import TelemetryReader
+from edgedet.telemetry.throttle import ThrottleDecision, ThrottlePolicy
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +56,7 @@ log = logging.getLogger(__name__)
 # this many times before the daemon gives up and exits non-zero for systemd to restart it
 MAX_CAPTURE_RESTARTS = 5
 STATUS_INTERVAL_S = 5.0  # how often the frame rates in systemd's STATUS= line are refreshed
+FILE_OPEN_TIMEOUT_S = 20.0  # how long start() waits for file sources to prove they can be read
 
 
 class Daemon:
@@ -55,40 +74,64 @@ class Daemon:
         self.throttle: Optional[ThrottlePolicy] = None
         self.pipeline: Optional[Pipeline] = None
         self.pinger: Optional[WatchdogPinger] = None
+        self.reload_error: Optional[str] = None
         self._capture_restarts: Dict[str, int] = {}
+        self._builder = StatusBuilder()
+        self._status: Optional[DaemonStatus] = None
+        self._phase = "running"
         self._last_stats = time.monotonic()
         self._last_telemetry = time.monotonic()
-        self._last_status = ""
-        self._last_status_states = ""
+        self._last_status_line = ""
+        self._last_status_key = ""
         self._last_status_time = 0.0
-        self.reload_error: Optional[str] = None
+        # HTTP endpoints and Home Assistant discovery read the snapshot; they never reach into stages
+        self.observability = Observability(
+            DaemonView(
+                lambda: self._status,
+                self.health,
+                lambda: latest_reading(self.telemetry),
+                lambda: model_info(self.pipeline),
+            )
+        )
 
     # -- start ---------------------------------------------------------------------------------
-    def start(self, ready_timeout: float = 20.0) -> None:
-        """Start every stage; raises EdgedetError (with a user-facing message) when start-up fails."""
+    def start(self) -> None:
+        """Start every stage; raises EdgedetError (with a user-facing message) when start-up fails.
+
+        READY=1 is sent once the model is loaded and a warm-up inference succeeded (in build_pipeline)
+        and file sources proved readable; cameras that are not up yet do not delay it.
+        """
+        check_or_raise(self.config)
+        self.observability.start(self.config)
         self.publisher = self._start_publisher(self.config)
         try:
-            self.pipeline = build_pipeline(self.config, self.publisher)
+            self.pipeline = build_pipeline(
+                self.config,
+                self.publisher,
+                [self.observability.observe],
+                [self.observability.observe_tracking],
+            )
         except BaseException:
             self._stop_publisher(2.0)
+            self.observability.stop()
             raise
         start_pipeline(self.pipeline)
         try:
-            self._wait_first_open(ready_timeout)
+            self._check_file_sources(FILE_OPEN_TIMEOUT_S)
         except BaseException:
             self.stop()
             raise
         self.telemetry, self.throttle = self._start_telemetry(self.config)
+        self.refresh_status()
+        self.observability.attach(self.config, self.publisher)
         if self.notifier is not None:
-            self.notifier.ready()
+            self.notifier.ready(status=status_line(self.status))
             self._start_watchdog()
-        log.info("edgedet running: %s", self.status_line())
+        log.info("edgedet running: %s", status_line(self.status))
 
     def _start_publisher(self, config: Config) -> Optional[MqttPublisher]:
         if not config.mqtt.enabled:
             return None
-        from edgedet.publish.mqtt import MqttPublisher, resolve_password
-
         publisher = MqttPublisher(
             config.mqtt, config.resolved_device_id, config.state_path, resolve_password(config.mqtt)
         )
@@ -98,9 +141,6 @@ class Daemon:
     def _start_telemetry(self, config: Config) -> Tuple[Optional[TelemetryReader], Optional[ThrottlePolicy]]:
         if config.telemetry.type == "none":
             return None, None
-        from edgedet.telemetry import open_telemetry
-        from edgedet.telemetry.throttle import ThrottlePolicy
-
         try:
             reader = open_telemetry(config.telemetry)
             if reader is not None:
@@ -111,38 +151,22 @@ class Daemon:
         policy = ThrottlePolicy(config.telemetry.throttle) if config.telemetry.throttle.enabled else None
         return reader, policy
 
-    def _wait_first_open(self, timeout: float) -> None:
-        """READY means: model loaded, first inference done (in build), every source tried once.
-
-        If no camera at all can be opened the configuration is wrong (or nothing is plugged in): that is
-        a start-up error. If only some fail, they keep being retried with backoff while the others run,
-        since one camera that is down must not take a whole multi-camera device offline.
-        """
-        from edgedet.sources.capture import CaptureState
-
-        deadline = time.monotonic() + timeout
+    def _check_file_sources(self, timeout: float) -> None:
+        """A file source that cannot be read is a configuration error (a file does not heal): wait for
+        the file sources' first opening and raise for the first that failed. Cameras are not waited for."""
         pipeline = self._require_pipeline()
-        while time.monotonic() < deadline:
-            if all(w.state != CaptureState.STARTING for w in pipeline.captures.values()):
+        files = {n: w for n, w in pipeline.captures.items() if not w.retry_first_open}
+        deadline = time.monotonic() + timeout
+        while any(w.state == CaptureState.STARTING for w in files.values()):
+            if time.monotonic() > deadline:
+                log.warning("some file sources are still opening after %.0f s; continuing", timeout)
                 break
             time.sleep(0.05)
-        else:
-            log.warning("some cameras are still opening after %.0f s; continuing", timeout)
-        failed = {n: w for n, w in pipeline.captures.items() if w.state == CaptureState.FAILED}
-        if failed and len(failed) == len(pipeline.captures):
-            reasons = "; ".join(f"camera {n}: {w.status().last_error}" for n, w in failed.items())
-            raise SourceError(f"no camera could be opened: {reasons}")
-        for name, worker in failed.items():
-            log.error("camera %s: %s; retrying in the background", name, worker.status().last_error)
-            worker.join(1.0)
-            pipeline.board.remove(name)
-            retry = build_capture(self.config, name, pipeline, retry_first_open=True)
-            pipeline.captures[name] = retry
-            retry.start()
+        for name, worker in files.items():
+            if worker.state == CaptureState.FAILED:
+                raise SourceError(f"camera {name}: {worker.status().last_error}")
 
     def _start_watchdog(self) -> None:
-        from edgedet.service.watchdog import WatchdogPinger
-
         if self.notifier is None:
             return
         interval = self.notifier.watchdog_interval()
@@ -162,8 +186,6 @@ class Daemon:
         Capture stages are optional for the watchdog: a camera that is down is reported in STATUS and
         retried by its own thread, while a hung inference call or a dead worker stops the pings.
         """
-        from edgedet.service.watchdog import WatchdogGate, worker_age
-
         pipeline = self.pipeline
         if pipeline is None:
             return False, "pipeline not running"
@@ -188,40 +210,32 @@ class Daemon:
             failure = worker.failure
             if failure is not None and not self._restart_capture(camera, failure):
                 return 1
-        if self._all_sources_ended():
+        if pipeline.all_sources_ended():
             log.info("every source has ended (files played once); stopping")
             return 0
         now = time.monotonic()
         self._poll_telemetry(now)
+        self.refresh_status()
+        self.observability.tick()
         if now - self._last_stats >= self.config.stats.interval_s:
             self._last_stats = now
             self.publish_stats()
-        self._update_status()
+        self._update_systemd_status()
         return None
 
     def _restart_capture(self, camera: str, failure: BaseException) -> bool:
         pipeline = self._require_pipeline()
+        if pipeline.captures[camera].state == CaptureState.FAILED:
+            # the source itself is unusable (a file that cannot be read), not a crash: no retry helps
+            log.error("camera %s cannot be used, exiting: %s", camera, failure)
+            return False
         count = self._capture_restarts.get(camera, 0) + 1
         self._capture_restarts[camera] = count
         log.error("camera %s: capture thread failed (%s); restart %d", camera, failure, count)
         if count > MAX_CAPTURE_RESTARTS:
             return False
-        pipeline.captures[camera].join(1.0)
-        pipeline.board.remove(camera)
-        worker = build_capture(self.config, camera, pipeline, retry_first_open=True)
-        pipeline.captures[camera] = worker
-        worker.start()
+        pipeline.replace_capture(camera, join_timeout=1.0)
         return True
-
-    def _all_sources_ended(self) -> bool:
-        pipeline = self._require_pipeline()
-        if not pipeline.captures:
-            return False
-        states = [w.state.value for w in pipeline.captures.values()]
-        if not all(s == "ended" for s in states):
-            return False
-        # every frame already read must still get through inference and publishing
-        return not any(len(s) for s in pipeline.board.slots.values()) and pipeline.post.inbox.empty()
 
     def _poll_telemetry(self, now: float) -> None:
         if self.telemetry is None or now - self._last_telemetry < self.config.telemetry.interval_s:
@@ -235,109 +249,82 @@ class Daemon:
             self.publisher.publish_telemetry(self.telemetry_payload(reading))
 
     def telemetry_payload(self, reading: Any) -> Dict[str, Any]:
-        from edgedet.telemetry.energy import stats_summary
-
         payload: Dict[str, Any] = reading.to_payload()
-        pipeline = self._require_pipeline()
-        payload["energy"] = stats_summary(reading, pipeline.stats.total_fps())
+        status = self.status
+        power = stats_payload(status).get("power")
+        if power is not None:
+            payload["energy"] = power
         if self.throttle is not None:
             payload["throttle"] = self.throttle.state_payload()
         return payload
 
-    def _apply_throttle(self, decision: Any) -> None:
-        pipeline = self._require_pipeline()
+    def _apply_throttle(self, decision: ThrottleDecision) -> None:
         if not decision.changed:
             return
         log.warning(
             "thermal policy: %s -> max %s fps (%s)", decision.state, decision.max_fps, decision.reason
         )
-        for worker in pipeline.captures.values():
-            worker.set_max_fps(decision.max_fps)
+        self._require_pipeline().set_max_fps(decision.max_fps)
+
+    # -- status --------------------------------------------------------------------------------
+    def refresh_status(self) -> DaemonStatus:
+        """Build the snapshot from the live stages (the supervisor does this on every pass)."""
+        self._status = self._builder.build(
+            self._require_pipeline(),
+            publisher=self.publisher,
+            telemetry=self.telemetry,
+            throttle=self.throttle,
+            pinger=self.pinger,
+            config_error=self.reload_error,
+            capture_restarts=self._capture_restarts,
+            phase=self._phase,
+        )
+        return self._status
+
+    @property
+    def status(self) -> DaemonStatus:
+        """The latest snapshot; safe to read from any thread (it is replaced, never changed)."""
+        status = self._status
+        return status if status is not None else self.refresh_status()
 
     def stats_payload(self) -> Dict[str, Any]:
-        pipeline = self._require_pipeline()
-        cameras: Dict[str, Any] = {}
-        for name, worker in pipeline.captures.items():
-            st = worker.status()
-            slot = pipeline.board.slots.get(name)
-            cameras[name] = {
-                "state": st.state.value,
-                "frames_in": st.frames_read,
-                "frames_out": pipeline.stats.published(name),
-                "dropped": (slot.dropped if slot is not None else 0)
-                + st.frames_dropped_pool
-                + st.frames_dropped_behind,
-                "skipped": st.frames_skipped,
-                "corrupt": st.frames_corrupt,
-                "reconnects": st.reconnects,
-                "fps": _round(pipeline.stats.fps(name)),
-                "last_error": st.last_error,
-            }
-        payload: Dict[str, Any] = {
-            "uptime_s": round(time.monotonic() - pipeline.stats.started, 1),
-            "cameras": cameras,
-            "latency_ms": pipeline.stats.latency_summary(),
-            "model": vars(pipeline.model.model_info),
-        }
-        if self.telemetry is not None:
-            from edgedet.telemetry.energy import stats_summary
-
-            payload["power"] = stats_summary(self.telemetry.latest(), pipeline.stats.total_fps())
-        if self.throttle is not None:
-            payload["throttle"] = self.throttle.state_payload()
-        if self.publisher is not None:
-            payload["mqtt"] = self.publisher.status_payload()
-        if self.reload_error is not None:
-            payload["config_error"] = self.reload_error
-        return payload
+        return stats_payload(self.status, interval_s=self.config.stats.interval_s)
 
     def publish_stats(self) -> None:
-        payload = self.stats_payload()
+        status = self.status
         if self.publisher is not None:
-            self.publisher.publish_stats(payload)
+            self.publisher.publish_stats(stats_payload(status, interval_s=self.config.stats.interval_s))
+        log.info("stats: %s", log_line(status))
         pipeline = self._require_pipeline()
         expire_tracking(pipeline, time.time())
-        parts = []
-        for name, cam in payload["cameras"].items():
-            seen = pipeline.stats.take_in_view(name)
-            top = ", ".join(f"{n} {c}" for n, c in sorted(seen.items(), key=lambda kv: -kv[1])[:4])
-            parts.append(
-                f"{name}: {cam['state']} {cam['fps'] or 0:.1f} fps {cam['frames_out']} out "
-                f"{cam['dropped']} dropped" + (f"; in view: {top}" if top else "")
-            )
-        log.info("stats: %s", " | ".join(parts))
+        for camera in status.cameras:  # "in view" covers one stats interval
+            pipeline.stats.take_in_view(camera.name)
+        # freed decoder buffers of closed streams stay mapped in glibc's arenas until trimmed
+        trim_heap()
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=: cameras up/down with their rates, precision, reload errors."""
-        pipeline = self.pipeline
-        if pipeline is None:
+        """One line for systemd's STATUS=: cameras up/down with their rates or reasons, precision."""
+        if self.pipeline is None:
             return "starting"
-        states = {n: w.state.value for n, w in pipeline.captures.items()}
-        up = [n for n, s in states.items() if s == "streaming"]
-        down = [f"{n} {s}" for n, s in states.items() if s != "streaming"]
-        rates = ", ".join(f"{n} {pipeline.stats.fps(n) or 0.0:.1f} fps" for n in up)
-        info = pipeline.model.model_info
-        text = f"{len(up)}/{len(states)} cameras up" + (f" ({rates})" if rates else "")
-        text += f"; {info.backend} {info.precision}"
-        if down:
-            text += f"; down: {', '.join(down)}"
-        if self.reload_error:
-            text += f"; config reload rejected, running the last good config: {self.reload_error}"
-        return text
+        return status_line(self.status)
 
-    def _update_status(self) -> None:
-        # STATUS= on every change of camera state, and the rates at most every few seconds
+    def _update_systemd_status(self) -> None:
+        # STATUS= at once on a change of state (a camera down, a reload refused), the rates every few s
         if self.notifier is None:
             return
         now = time.monotonic()
-        line = self.status_line()
-        states = line.split(" (")[0] + line.split(";", 1)[-1]
-        if line == self._last_status:
+        status = self.status
+        line, key = status_line(status), status_key(status)
+        if line == self._last_status_line:
             return
-        if states == self._last_status_states and now - self._last_status_time < STATUS_INTERVAL_S:
+        if key == self._last_status_key and now - self._last_status_time < STATUS_INTERVAL_S:
             return
-        self._last_status, self._last_status_states, self._last_status_time = line, states, now
-        self.notifier.status(line)
+        self._send_status(line, key, now)
+
+    def _send_status(self, line: str, key: str, now: float) -> None:
+        self._last_status_line, self._last_status_key, self._last_status_time = line, key, now
+        if self.notifier is not None:
+            self.notifier.status(line)
 
     # -- reload --------------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -347,29 +334,39 @@ class Daemon:
             return False
         if self.notifier is not None:
             self.notifier.reloading()
+        self._phase = "reloading"
+        if self.pipeline is not None:
+            self.refresh_status()  # readers in other threads (HTTP) see the reload while it runs
         try:
             new = load_config(self.config_path)
+            check_or_raise(new)
         except ConfigError as exc:
             # last-known-good: the running config stays; the error goes to the log, STATUS and MQTT
             self.reload_error = "; ".join(exc.problems)
             log.error("config reload rejected, keeping the last good config:\n%s", exc)
+            self._phase = "running"
+            self._reloaded()
             if self.publisher is not None:
                 self.publisher.publish_stats(self.stats_payload())
-            if self.notifier is not None:
-                self.notifier.ready(status=self.status_line())
-                self._last_status = self.status_line()
             return False
         self.reload_error = None
-        self._apply_with_watchdog_paused(new)
-        if self.notifier is not None:
-            self.notifier.ready(status=self.status_line())
-            self._last_status = self.status_line()
+        try:
+            self._apply_with_watchdog_paused(new)
+        finally:
+            self._phase = "running"
+            self._reloaded()
         return True
+
+    def _reloaded(self) -> None:
+        # a reload that was announced (RELOADING=1) must be closed with READY=1, with the new status
+        status = self.refresh_status()
+        if self.notifier is not None:
+            self.notifier.ready(status=status_line(status))
+            self._last_status_line, self._last_status_key = status_line(status), status_key(status)
+            self._last_status_time = time.monotonic()
 
     def _apply_with_watchdog_paused(self, new: Config) -> None:
         # systemd keeps the watchdog armed while RELOADING: a model rebuild must not look like a hang
-        from edgedet.service.watchdog import always_healthy
-
         if self.pinger is not None:
             self.pinger.set_health(always_healthy("reloading"))
         try:
@@ -379,8 +376,6 @@ class Daemon:
                 self.pinger.set_health(self.health)
 
     def _apply(self, new: Config) -> None:
-        from edgedet.service.reload import plan_reload
-
         plan = plan_reload(self.config, new)
         log.info("applying new config: %s", plan.summary())
         old = self.config
@@ -391,38 +386,28 @@ class Daemon:
             self.publisher = self._start_publisher(new)
         if plan.restart_inference:
             stop_pipeline(pipeline, old.service.stop_timeout_s)
-            self.pipeline = build_pipeline(new, self.publisher)
+            self.pipeline = build_pipeline(
+                new, self.publisher, [self.observability.observe], [self.observability.observe_tracking]
+            )
             start_pipeline(self.pipeline)
         else:
             pipeline.config = new
             pipeline.publisher = self.publisher
-            if plan.restart_all_captures:
-                names = tuple(pipeline.captures)
-                self._restart_cameras(names, plan.captures_to_restart(new))
-            else:
-                self._restart_cameras(plan.cameras_to_stop, plan.cameras_to_start)
+            to_stop = tuple(pipeline.captures) if plan.restart_all_captures else plan.cameras_to_stop
+            to_start = plan.captures_to_restart(new)
+            for name in to_stop:
+                if name not in to_start:
+                    pipeline.remove_capture(name)
+            for name in to_start:
+                pipeline.replace_capture(name)
+        for name in plan.cameras_removed:
+            self._capture_restarts.pop(name, None)
         if plan.restart_telemetry:
             self._stop_telemetry()
             self.telemetry, self.throttle = self._start_telemetry(new)
         if plan.log_level_changed:
-            from edgedet.service.logging_setup import set_level
-
             set_level(new.log_level)
-
-    def _restart_cameras(self, to_stop: Sequence[str], to_start: Sequence[str]) -> None:
-        pipeline = self._require_pipeline()
-        for name in to_stop:
-            worker = pipeline.captures.pop(name, None)
-            if worker is not None:
-                worker.stop()
-                worker.join(5.0)
-            pipeline.board.remove(name)
-        for name in to_start:
-            camera = next(c for c in self.config.cameras if c.name == name)
-            if camera.enabled:
-                worker = build_capture(self.config, name, pipeline, retry_first_open=True)
-                pipeline.captures[name] = worker
-                worker.start()
+        self.observability.reconfigure(new, self.publisher)
 
     # -- stop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event, reload: Optional[threading.Event] = None, tick: float = 0.25) -> int:
@@ -441,6 +426,7 @@ class Daemon:
     def stop(self) -> None:
         timeout = self.config.service.stop_timeout_s
         deadline = time.monotonic() + timeout
+        self._phase = "stopping"
         if self.notifier is not None:
             self.notifier.stopping()
         if self.pinger is not None:
@@ -449,6 +435,7 @@ class Daemon:
             stop_pipeline(self.pipeline, timeout * 0.5)
         self._stop_telemetry()
         self._stop_publisher(max(1.0, deadline - time.monotonic()))
+        self.observability.stop()
 
     def _stop_publisher(self, timeout: float) -> None:
         if self.publisher is not None:
@@ -461,5 +448,16 @@ class Daemon:
             self.telemetry = None
 
 
-def _round(value: Optional[float]) -> Optional[float]:
-    return None if value is None else round(value, 2)
+def check_or_raise(config: Config) -> None:
+    """Log the warnings about what ``config`` points to; raise ConfigError (one line) for the errors."""
+    findings = check_references(config)
+    for finding in findings:
+        if finding.severity != ERROR:
+            log.warning("%s: %s", finding.where, finding.message)
+    fatal = [f for f in findings if f.severity == ERROR]
+    if fatal:
+        raise ConfigError(_one_line(fatal), problems=[f"{f.where}: {f.message}" for f in fatal])
+
+
+def _one_line(findings: Sequence[Finding]) -> str:
+    return "; ".join(f"{f.where}: {f.message}" for f in findings)

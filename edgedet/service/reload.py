@@ -12,7 +12,7 @@ Stages and what restarts them:
   ``preprocess``, ``state_dir`` (engine cache), ``tracking``, ``mqtt.events``;
 * the MQTT publisher: ``mqtt``, ``device_id`` (topics, client id), ``state_dir`` (outbox);
 * telemetry: ``telemetry``;
-* in place, no restart: ``log_level``, ``stats``, ``service``.
+* in place, no restart: ``log_level``, ``stats``, ``service``, ``http``, ``homeassistant``.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
 
     in_place = tuple(
         name
-        for name in ("log_level", "stats", "service")
+        for name in ("log_level", "stats", "service", "http", "homeassistant")
         if _dump(getattr(old, name)) != _dump(getattr(new, name))
     )
     return ReloadPlan(

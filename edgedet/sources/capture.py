@@ -24,8 +24,9 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 
 import numpy as np
 
-from edgedet.errors import EdgedetError, SourceError
+from edgedet.errors import DependencyError, EdgedetError, SourceError
 from edgedet.preprocess.base import Preprocessor
+from edgedet.runtime.ratelimit import RateLimitedLog
 from edgedet.runtime.slot import LatestSlot
 from edgedet.runtime.worker import Worker
 from edgedet.sources.base import FrameReader, check_frame, redact_url
@@ -297,24 +298,6 @@ class _ReaderThread:
                 return
 
 
-class _Throttle:
-    """Let one message per key through every ``every`` seconds, and say how many were held back."""
-
-    def __init__(self, every: float) -> None:
-        self.every = every
-        self._last: dict = {}
-        self._held: dict = {}
-
-    def __call__(self, key: str) -> Optional[int]:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.every:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        self._last[key] = now
-        return self._held.pop(key, 0)
-
-
 def _describe_source(source: object) -> str:
     kind = getattr(source, "type", "source")
     where = getattr(source, "path", None) or getattr(source, "url", None) or getattr(source, "device", None)
@@ -355,7 +338,7 @@ class CaptureWorker(Worker):
         self.retry_first_open = retry_first_open
         self.pool: Optional[BufferPool] = None
         self._runtime_max_fps: Optional[float] = None
-        self._throttle = _Throttle(LOG_EVERY_S)
+        self._rate_limited = RateLimitedLog(log, LOG_EVERY_S)  # per-frame warnings
         self._reset()
 
     def _reset(self) -> None:
@@ -523,10 +506,7 @@ class CaptureWorker(Worker):
             log.info("%s: opened %s (%s fps)", self.name, self._source, self._source_fps or "unknown")
         elif event.kind == "corrupt":
             self.frames_corrupt += 1
-            held = self._throttle("corrupt")
-            if held is not None:
-                more = f" ({held} more since the last report)" if held else ""
-                log.warning("%s: skipped a corrupt frame: %s%s", self.name, event.detail, more)
+            self._rate_limited.warning("corrupt", "%s: skipped a corrupt frame: %s", self.name, event.detail)
         elif event.kind == "ended":
             self._reader = None
             self._next_open_at = None
@@ -539,7 +519,9 @@ class CaptureWorker(Worker):
 
     def _open_failed(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, EdgedetError) else f"{type(exc).__name__}: {exc}"
-        if not self._ever_opened and not self.retry_first_open and self.reconnects == 0:
+        # a missing dependency (no OpenCV) never heals; a camera that is not up yet does
+        permanent = isinstance(exc, DependencyError)
+        if permanent or (not self._ever_opened and not self.retry_first_open and self.reconnects == 0):
             reader, self._reader = self._reader, None
             if reader is not None:
                 reader.stop()
@@ -614,8 +596,9 @@ class CaptureWorker(Worker):
         except ValueError as exc:  # the preprocessor's way of refusing an image it cannot handle
             pool.release(buf)
             self.frames_corrupt += 1
-            if self._throttle("preprocess") is not None:
-                log.warning("%s: skipped a frame the preprocessor refused: %s", self.name, exc)
+            self._rate_limited.warning(
+                "preprocess", "%s: skipped a frame the preprocessor refused: %s", self.name, exc
+            )
             return
         except BaseException:
             pool.release(buf)

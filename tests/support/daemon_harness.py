@@ -44,6 +44,7 @@ def daemon_config(
         "telemetry": {"type": "none"},
         "stats": {"interval_s": 1},
         "service": {"heartbeat_timeout_s": 1.0, "stop_timeout_s": 5},
+        "http": {"listen": "127.0.0.1:0"},  # a free port: daemons of parallel runs never collide
     }
     data.update(extra)
     return data
