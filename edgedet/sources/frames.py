@@ -5,8 +5,8 @@ the driver copies it through a staging buffer of its own, 2.4x slower than from 
 an H200 (docs/measured/gpu). So each camera keeps a small pool of the preprocessor's own buffers
 (``FrameMemory.frame_buffer``) and its reader decodes straight into one (``ReadsInto.read_into``:
 OpenCV's ``cap.read(image=buf)`` writes into ``buf`` when the size fits). The buffer travels with
-the frame through the capture mailbox and comes back here once the preprocessor has read it (or, when
-the frame's picture is kept for snapshots, once the inference consumer releases the PreparedFrame).
+the frame through the capture mailbox and comes back here as soon as the preprocessor has read it. A
+picture kept for tracking snapshots is a copy (it lives on after inference, with no release point).
 
 Nothing blocks: with every buffer lent out, or before the first frame told the size, a frame is
 decoded the ordinary way. When the decoder hands back a new array instead of the buffer (the camera
