@@ -12,10 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from edgedet.backends.config import TensorRTBackend
+from edgedet.config import DEMO_MODEL
 from edgedet.errors import DependencyError
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_MODEL = REPO / "edgedet" / "assets" / "yolox_nano.onnx"
 
 
 def _has_tensorrt() -> bool:

@@ -18,8 +18,7 @@ from edgedet.backends.tensorrt.cache import (
     file_sha256,
     read_platform_model,
 )
-
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "edgedet" / "assets" / "yolox_nano.onnx"
+from edgedet.config import DEMO_MODEL
 
 
 def _key(**changes: object) -> EngineKey:
