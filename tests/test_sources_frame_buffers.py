@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_CLIP
 from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.preprocess.cuda import CudaPreprocessor, DeviceTensor
 from edgedet.runtime.slot import LatestSlot
@@ -33,7 +34,6 @@ from edgedet.sources.config import CameraConfig, FileSource
 from edgedet.sources.file import FileReader
 from edgedet.sources.frames import MAX_RESIZES, FramePool, frame_pool_for
 from edgedet.types import InputSpec, PreparedFrame
-from tests.conftest import DEMO_CLIP
 from tests.support.fake_tensorrt.memory import HostRuntime
 
 cv2 = pytest.importorskip("cv2")

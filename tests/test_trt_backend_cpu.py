@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
-from edgedet.config import DEMO_MODEL
 from edgedet.errors import DependencyError
 
 REPO = Path(__file__).resolve().parent.parent

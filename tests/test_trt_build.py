@@ -13,10 +13,10 @@ from typing import List
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.tensorrt import build_engine
 from edgedet.backends.tensorrt.cache import EngineCache
-from edgedet.config import DEMO_MODEL
 from edgedet.errors import BackendError
 from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.types import InputSpec

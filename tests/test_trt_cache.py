@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.tensorrt.cache import (
     CalibrationKey,
     EngineCache,
@@ -18,7 +19,6 @@ from edgedet.backends.tensorrt.cache import (
     file_sha256,
     read_platform_model,
 )
-from edgedet.config import DEMO_MODEL
 
 
 def _key(**changes: object) -> EngineKey:

@@ -13,12 +13,12 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.backends.tensorrt import TrtBackend, build_engine, open_tensorrt_backend
 from edgedet.backends.tensorrt.gpu_slots import Binding, GpuSlot, SlotPipeline
 from edgedet.backends.tensorrt.slots import SlotOrderError, SlotsFull
-from edgedet.config import DEMO_MODEL
 from edgedet.errors import BackendError
 from edgedet.preprocess.cuda import DeviceTensor
 from edgedet.types import InputSpec

@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from edgedet.app import load_model_stage
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.tensorrt import TrtBackend, open_tensorrt_backend
 from edgedet.backends.tensorrt.cache import EngineCache
 from edgedet.commands.engine import run_build_engine
-from edgedet.config import DEMO_CLIP, DEMO_MODEL, load_config
+from edgedet.config import load_config
 from edgedet.errors import BackendError
 from edgedet.models.config import ModelConfig
 from edgedet.models.postprocess import resolve_input_spec

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.tensorrt.cache import EngineCache, describe_changes
 from edgedet.backends.tensorrt.engine import deserialize_error
 from edgedet.backends.tensorrt.request import prepare_request
 from edgedet.backends.tensorrt.runtime import RuntimeIdentity, expand_path
-from edgedet.config import DEMO_MODEL
 from edgedet.errors import BackendError, ConfigError
 from edgedet.types import InputSpec
 from tests.support.onnx_graphs import save_constant_model

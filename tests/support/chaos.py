@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import yaml
 
-from edgedet.config import DEMO_CLIP, DEMO_MODEL
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from tests.support.broker import Mosquitto
 from tests.support.fake_systemd import FakeSystemd
 from tests.support.rtsp_server import RtspServer
