@@ -27,12 +27,6 @@ from edgedet.sources.config import CameraConfig
 from edgedet.telemetry.config import TelemetryConfig
 from edgedet.tracking.config import TrackingConfig
 
-# the bundled demo: model, clip and config shipped inside the package (the default of run/detect/bench)
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
-DEMO_CONFIG = ASSETS_DIR / "demo.yaml"
-DEMO_MODEL = ASSETS_DIR / "yolox_nano.onnx"
-DEMO_CLIP = ASSETS_DIR / "demo_street.mp4"
-
 
 class StatsConfig(Strict):
     interval_s: float = Field(default=10.0, gt=0)

@@ -9,12 +9,10 @@ from typing import Iterator
 import pytest
 
 from tests.support.broker import Mosquitto
+from tests.support.fake_tensorrt import Installed, install
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-ASSETS = REPO / "edgedet" / "assets"
-DEMO_MODEL = ASSETS / "yolox_nano.onnx"
-DEMO_CLIP = ASSETS / "demo_street.mp4"
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +74,9 @@ def subscriber(mosquitto: Mosquitto) -> Iterator[object]:
     sub = Subscriber(mosquitto)
     yield sub
     sub.close()
+
+
+@pytest.fixture
+def trt10(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
+    """The TensorRT double of the 10.x line, importable as ``tensorrt`` for one test."""
+    yield install(monkeypatch, "10.3.0")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.backends import open_backend
 from edgedet.backends.config import OnnxRuntimeBackend as OrtConfig
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend, graph_has_quantization
 from edgedet.errors import BackendError, EdgedetError, ModelError
 from edgedet.types import TensorSpec
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 from tests.support import onnx_graphs as g
 
 

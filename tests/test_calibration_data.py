@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.backends.tensorrt.request import source_id, spec_id
 from edgedet.errors import BackendError, EdgedetError, SourceError
 from edgedet.precision.calibration import CalibrationSet, load_calibration, model_input_spec
@@ -21,7 +22,6 @@ from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.sources.calibration import iter_calibration_frames, list_images
 from edgedet.sources.sampling import sample_indices
 from edgedet.types import ChannelOrder, InputSpec
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 
 CLIP = DEMO_CLIP
 SPEC = InputSpec(name="images", width=416, height=416)  # YOLOX: BGR 0..255, top-left, pad 114

@@ -15,8 +15,9 @@ from typing import Any, Dict, List
 import pytest
 import yaml
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.publish.schema import MessageValidator
-from tests.conftest import DEMO_CLIP, DEMO_MODEL, REPO
+from tests.conftest import REPO
 from tests.support.broker import Mosquitto, free_port
 from tests.support.daemon_harness import DEVICE, RunningDaemon, Subscriber, daemon_config
 from tests.support.onnx_graphs import bad_layout_outputs, save_constant_model

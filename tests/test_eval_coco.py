@@ -10,12 +10,12 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.models.labels import COCO80, COCO80_CATEGORY_IDS
 from edgedet.precision.coco import EvalError, category_map, coco_detections
 from edgedet.precision.evaluate import evaluate
 from edgedet.types import Detection
-from tests.conftest import DEMO_MODEL
 
 
 def _ann(coco_mini: Path) -> Path:

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.commands.status import format_status
 from edgedet.config import Config, parse_config, parse_listen
 from edgedet.errors import ConfigError
@@ -28,7 +29,7 @@ from edgedet.service.observe import DaemonView, Observability, readiness
 from edgedet.service.status import TelemetryStatus
 from edgedet.telemetry.reading import reading_from_tegrastats
 from edgedet.telemetry.tegrastats_parse import parse_tegrastats
-from tests.conftest import DEMO_CLIP, DEMO_MODEL, REPO
+from tests.conftest import REPO
 from tests.support.waiting import wait_for
 
 

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.errors import ModelError
 from edgedet.models.config import ModelConfig
 from edgedet.models.postprocess import build_postprocessor, input_spec_for
 from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.types import ChannelOrder, Detection, InputSpec, Letterbox
-from tests.conftest import DEMO_MODEL
 from tests.support import onnx_graphs as g
 
 SRC_W, SRC_H = 1280, 720

@@ -8,9 +8,9 @@ from typing import List
 import onnx
 import pytest
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.cli import main
 from edgedet.precision.cli_args import EXIT_BUDGET_NOT_MET
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 
 
 def _run(argv: List[str]) -> int:

@@ -8,13 +8,13 @@ from typing import Tuple
 
 import pytest
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.precision.calibration import load_calibration
 from edgedet.precision.compare import Variant, compare, match_f1, run_compare_command
 from edgedet.precision.errors import PrecisionError
 from edgedet.precision.fp16 import convert_fp16
 from edgedet.precision.quantize import quantize
 from edgedet.types import Detection
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 
 
 def _d(x: float, cls: int = 0, score: float = 0.9, w: float = 10.0) -> Detection:

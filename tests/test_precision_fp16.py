@@ -9,11 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.precision.calibration import load_calibration
 from edgedet.precision.errors import PrecisionError
 from edgedet.precision.fp16 import convert_fp16
 from edgedet.precision.quantize import quantize
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 
 pytest.importorskip("onnxconverter_common", reason="pip install 'edgedet[quantize]' (onnxconverter-common)")
 

@@ -12,13 +12,13 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.backends.tensorrt.layers import load_layer_list
 from edgedet.precision import quantize as q
 from edgedet.precision.calibration import CalibrationSet, load_calibration
 from edgedet.precision.errors import PrecisionError
 from edgedet.precision.ranges import METHODS, RangeTable
 from edgedet.precision.sensitivity import output_error
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.backends.tensorrt.layers import load_layer_list
 from edgedet.precision import quantize as q
 from edgedet.precision.calibration import CalibrationSet, load_calibration
@@ -16,7 +17,6 @@ from edgedet.precision.errors import PrecisionError
 from edgedet.precision.evaluate import evaluate
 from edgedet.precision.result import LayerSensitivity
 from edgedet.precision.sensitivity import _growth, output_error, priority_order, search
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 
 EVAL_IMAGES = 10
 

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_CLIP
 from edgedet.preprocess import make_preprocessor
 from edgedet.preprocess.base import letterbox_geometry
 from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.types import ChannelOrder, InputSpec
-from tests.conftest import DEMO_CLIP
 
 
 def reference(image: np.ndarray, spec: InputSpec) -> np.ndarray:

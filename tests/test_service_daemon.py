@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from tests.conftest import DEMO_CLIP
+from edgedet.assets import DEMO_CLIP
 from tests.support.broker import Mosquitto
 from tests.support.daemon_harness import DEVICE, WATCHDOG_S, RunningDaemon, Subscriber, daemon_config
 from tests.support.fake_systemd import FakeSystemd

@@ -13,10 +13,11 @@ from typing import Any, Dict
 import pytest
 import yaml
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.config import parse_config
 from edgedet.service.preflight import ERROR, WARNING, check_references
 from edgedet.sources.base import load_cv2, opencv_has_gstreamer
-from tests.conftest import DEMO_CLIP, DEMO_MODEL, REPO
+from tests.conftest import REPO
 
 
 def _config(tmp_path: Path, **changes: Any) -> Dict[str, Any]:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any, Dict
 
 from edgedet.app import build_pipeline, start_pipeline, stop_pipeline
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.config import parse_config
 from edgedet.publish.messages import Envelope, build_stats
 from edgedet.publish.schema import MessageValidator
 from edgedet.service.status import CAMERA_DOWN, CAMERA_UP, StatusBuilder, log_line, stats_payload, status_line
 from edgedet.sources.capture import CaptureState
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
 from tests.support.broker import free_port
 from tests.support.waiting import wait_for
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_CLIP
 from edgedet.errors import SourceError
 from edgedet.preprocess.cpu import CpuPreprocessor
 from edgedet.runtime.slot import LatestSlot
@@ -19,7 +20,6 @@ from edgedet.sources.capture import CaptureState, CaptureWorker
 from edgedet.sources.config import CameraConfig
 from edgedet.sources.file import FileReader
 from edgedet.types import InputSpec, PreparedFrame
-from tests.conftest import DEMO_CLIP
 from tests.support.waiting import wait_for
 
 pytest.importorskip("cv2")

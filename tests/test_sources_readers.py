@@ -11,6 +11,7 @@ from typing import Any, Dict
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_CLIP
 from edgedet.errors import SourceError
 from edgedet.sources import open_reader
 from edgedet.sources.base import is_jetson, opencv_has_gstreamer, redact_url
@@ -20,7 +21,6 @@ from edgedet.sources.file import FileReader
 from edgedet.sources.gstreamer import GstreamerReader
 from edgedet.sources.rtsp import RtspReader, gstreamer_pipeline, host_port
 from edgedet.sources.v4l2 import V4l2Reader, device_path
-from tests.conftest import DEMO_CLIP
 
 cv2 = pytest.importorskip("cv2")
 

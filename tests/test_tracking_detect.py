@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.cli import build_parser
 from edgedet.commands.detect import run_detect
 from edgedet.publish.schema import MessageValidator
-from tests.conftest import DEMO_MODEL
 
 
 @pytest.mark.slow

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.errors import DependencyError
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_MODEL = REPO / "edgedet" / "assets" / "yolox_nano.onnx"
 
 
 def _has_tensorrt() -> bool:

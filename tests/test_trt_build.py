@@ -8,11 +8,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.tensorrt import build_engine
 from edgedet.backends.tensorrt.cache import EngineCache
@@ -23,17 +24,11 @@ from tests.support.fake_tensorrt import FakeDevice, Installed, install
 from tests.support.fake_tensorrt.models import broken_model, pooled_model
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_MODEL = REPO / "edgedet" / "assets" / "yolox_nano.onnx"
 SPEC = InputSpec(name="images", width=416, height=416)  # YOLOX: BGR 0..255, top-left letterbox
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")
-
-
-@pytest.fixture
-def trt10(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
-    yield install(monkeypatch, "10.3.0")
 
 
 @pytest.fixture

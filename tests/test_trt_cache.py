@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.tensorrt.cache import (
     CalibrationKey,
     EngineCache,
@@ -18,8 +19,6 @@ from edgedet.backends.tensorrt.cache import (
     file_sha256,
     read_platform_model,
 )
-
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "edgedet" / "assets" / "yolox_nano.onnx"
 
 
 def _key(**changes: object) -> EngineKey:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, List
 
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.backends.tensorrt import TrtBackend, build_engine, open_tensorrt_backend
@@ -27,17 +28,11 @@ from tests.support.fake_tensorrt.models import nonzero_model, pooled_model
 from tests.support.onnx_graphs import save_constant_model
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_MODEL = REPO / "edgedet" / "assets" / "yolox_nano.onnx"
 SPEC = InputSpec(name="images", width=416, height=416)
 SMALL = InputSpec(name="images", width=32, height=32)
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture
-def trt10(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
-    yield install(monkeypatch, "10.3.0")
 
 
 def _open(model: Path, state: Path, spec: InputSpec = SMALL, **cfg: object) -> TrtBackend:

@@ -10,13 +10,14 @@ import importlib.util
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
 from edgedet.app import load_model_stage
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.tensorrt import TrtBackend, open_tensorrt_backend
 from edgedet.backends.tensorrt.cache import EngineCache
@@ -30,18 +31,11 @@ from tests.support.fake_tensorrt import FakeDevice, Installed, install
 from tests.support.fake_tensorrt.models import broken_model, pooled_model
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_MODEL = REPO / "edgedet" / "assets" / "yolox_nano.onnx"
-DEMO_CLIP = DEMO_MODEL.parent / "demo_street.mp4"
 SPEC = InputSpec(name="images", width=416, height=416)
 SMALL = InputSpec(name="images", width=32, height=32)
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture
-def trt10(monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
-    yield install(monkeypatch, "10.3.0")
 
 
 def _open(model: Path, state: Path, spec: InputSpec = SPEC, **cfg: Any) -> TrtBackend:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.tensorrt.cache import EngineCache, describe_changes
 from edgedet.backends.tensorrt.engine import deserialize_error
@@ -18,7 +19,6 @@ from edgedet.errors import BackendError, ConfigError
 from edgedet.types import InputSpec
 from tests.support.onnx_graphs import save_constant_model
 
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "edgedet" / "assets" / "yolox_nano.onnx"
 CLIP = DEMO_MODEL.parent / "demo_street.mp4"
 ORIN_86 = RuntimeIdentity("8.6.2", "Orin", "8.7", "NVIDIA Jetson AGX Orin Developer Kit")
 ORIN_103 = RuntimeIdentity("10.3.0", "Orin", "8.7", "NVIDIA Jetson AGX Orin Developer Kit")

@@ -3,7 +3,9 @@
 # from the sdist carried in $WHL, then the GPU tests (CUDA preprocessing, slots, and the real TensorRT
 # backend through the TensorRT double computing from device memory), the preprocessing benchmark, and the
 # daemon end to end for 60 s (two cameras, max_batch 2, CUDA preprocessing, TensorRT double) with its
-# agreement with the CPU path. Prepare on a machine with network, in the repo root:
+# agreement with the CPU path, which upload path its frames took (pinned frame buffers the sources decode
+# into, or pageable) with the time per frame, then again for $SECONDS_PAGEABLE s without the frame
+# buffers (the pageable path every frame took before defect 6 was fixed). Prepare on a machine with network, in the repo root:
 #   pip download --no-deps pycuda==2026.1 -d .whl
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -15,6 +17,7 @@ set -o pipefail
 OUT=${OUT:-$PWD/out}
 WHL=${WHL:-.whl}
 SECONDS_DAEMON=${SECONDS_DAEMON:-60}
+SECONDS_PAGEABLE=${SECONDS_PAGEABLE:-30}
 mkdir -p "$OUT"
 REPO=$PWD
 export PYTHONUNBUFFERED=1
@@ -42,14 +45,15 @@ export PYTHONPATH=/tmp/site:$REPO
   nvcc --version | tail -2
   python3 -c 'import sys, cv2, numpy, pycuda, onnx, onnxruntime; print(sys.version.split()[0], "cv2", cv2.__version__, "numpy", numpy.__version__, "pycuda", pycuda.VERSION_TEXT, "onnx", onnx.__version__, "onnxruntime", onnxruntime.__version__)'
 } 2>&1 | tee "$OUT/env.txt"
-python3 -m pytest -q -p no:cacheprovider -rs -s tests/gpu tests/test_cuda_tables.py 2>&1 | tee "$OUT/gpu_tests.log"
+python3 -m pytest -q -p no:cacheprovider -rs -s tests/gpu tests/test_cuda_tables.py \
+  tests/test_sources_frame_buffers.py 2>&1 | tee "$OUT/gpu_tests.log"
 if [ -z "${ONLY_DAEMON:-}" ]; then
   python3 -m edgedet.preprocess.bench 2>&1 | tee "$OUT/bench.txt"
   python3 -m edgedet.preprocess.bench --source 1280x720 --input 416x416 --dtype float32 2>&1 | tee -a "$OUT/bench.txt"
   python3 -m edgedet.preprocess.bench --source 640x480 --input 416x416 --dtype float32 2>&1 | tee -a "$OUT/bench.txt"
 fi
 # the daemon end to end through the TensorRT double on this GPU, and its agreement with the CPU path
-python3 tests/gpu/daemon_agreement.py --seconds "$SECONDS_DAEMON" --json "$OUT/agreement.json" 2>&1 \
-  | tail -40 | tee "$OUT/agreement.txt"
+python3 tests/gpu/daemon_agreement.py --seconds "$SECONDS_DAEMON" --pageable-seconds "$SECONDS_PAGEABLE" \
+  --json "$OUT/agreement.json" 2>&1 | tail -120 | tee "$OUT/agreement.txt"
 # no TensorRT on this machine: the self-test prints the environment and the install hint
 python3 tools/jetson_selftest.py --precisions fp16 --skip-daemon 2>&1 | tail -15 | tee "$OUT/selftest.txt"

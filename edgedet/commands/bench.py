@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from edgedet.app import build_pipeline, load_model_stage, start_pipeline, stop_pipeline
-from edgedet.config import DEMO_CLIP, DEMO_MODEL, parse_config
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
+from edgedet.config import parse_config
 from edgedet.errors import EdgedetError, SourceError
 from edgedet.pipeline.latency import LatencyRecorder
 from edgedet.pipeline.stats import PipelineStats

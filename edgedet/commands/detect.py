@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from edgedet.app import load_model_stage
-from edgedet.config import DEMO_CONFIG, Config, load_config
+from edgedet.assets import DEMO_CONFIG
+from edgedet.config import Config, load_config
 from edgedet.errors import SourceError, require
 from edgedet.models.detector import ImageDetector
 from edgedet.publish import messages as m

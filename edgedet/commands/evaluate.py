@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from edgedet.assets import DEMO_MODEL
 from edgedet.backends import open_backend
 from edgedet.commands.progress import progress_printer
-from edgedet.config import DEMO_MODEL, load_config
+from edgedet.config import load_config
 from edgedet.errors import ConfigError
 from edgedet.precision.compare import run_compare_command
 from edgedet.precision.evaluate import evaluate

@@ -7,14 +7,14 @@ import argparse
 import shutil
 from pathlib import Path
 
+from edgedet.assets import ASSETS_DIR, EXAMPLE_CONFIG
 from edgedet.service.install import install_service
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHARE = Path("usr/local/share/edgedet")
 
 
 def run_install_service(args: argparse.Namespace) -> int:
-    config_src = args.config or ASSETS / "edgedet.yaml"
+    config_src = args.config or EXAMPLE_CONFIG
     install_service(
         root=args.root, user=args.user, config_src=config_src, dry_run=args.dry_run, enable=args.enable
     )
@@ -24,9 +24,9 @@ def run_install_service(args: argparse.Namespace) -> int:
         if target.exists():
             continue
         if args.dry_run:
-            print(f"would copy {ASSETS / name} -> {target}")
+            print(f"would copy {ASSETS_DIR / name} -> {target}")
             continue
         share.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ASSETS / name, target)
-        print(f"copied {ASSETS / name} -> {target}")
+        shutil.copy2(ASSETS_DIR / name, target)
+        print(f"copied {ASSETS_DIR / name} -> {target}")
     return 0

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from edgedet.config import DEMO_CONFIG, Config, load_config
+from edgedet.assets import DEMO_CONFIG
+from edgedet.config import Config, load_config
 from edgedet.errors import ConfigError, DependencyError, ModelError, SourceError
 from edgedet.service.daemon import Daemon
 from edgedet.service.notify import Notifier

@@ -17,14 +17,13 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from edgedet.assets import DEMO_CLIP
 from edgedet.precision.compare import Variant, compare
 from edgedet.precision.fp16 import convert_fp16
 from edgedet.precision.quantize import quantize
 from edgedet.precision.sensitivity import search
 
 log = logging.getLogger(__name__)
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -74,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ],
         images,
         annotations,
-        video=ASSETS / "demo_street.mp4",
+        video=DEMO_CLIP,
         video_frames=30,
     )
     md = table.markdown()

@@ -9,9 +9,9 @@ import numpy as np
 from edgedet.types import InputSpec, Letterbox
 
 try:
-    from typing import Protocol
+    from typing import Protocol, runtime_checkable
 except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol  # type: ignore[assignment]
+    from typing_extensions import Protocol, runtime_checkable  # type: ignore[assignment]
 
 
 def letterbox_geometry(src_w: int, src_h: int, spec: InputSpec) -> Tuple[float, int, int, float, float]:
@@ -52,3 +52,20 @@ class Preprocessor(Protocol):
     def run(self, image: np.ndarray, out: object) -> Letterbox: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FrameMemory(Protocol):
+    """A preprocessor that reads frames fastest from memory of its own (CUDA: page-locked on a discrete
+    GPU, mapped on Jetson). Sources decode straight into these buffers (sources/frames.py).
+
+    A buffer may be written again as soon as ``run()`` that read it has returned.
+    """
+
+    def frame_buffer(self, width: int, height: int) -> np.ndarray:
+        """A new HxWx3 uint8 array to decode frames into."""
+        ...
+
+    def free_frame_buffer(self, array: np.ndarray) -> None:
+        """Give back a buffer from ``frame_buffer`` (never used again by the caller)."""
+        ...

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgedet.config import DEMO_CLIP
+from edgedet.assets import DEMO_CLIP
 from edgedet.cudart import open_runtime
 from edgedet.errors import require
 from edgedet.preprocess.cpu import CpuPreprocessor

@@ -59,6 +59,15 @@ STATUS_INTERVAL_S = 5.0  # how often the frame rates in systemd's STATUS= line a
 FILE_OPEN_TIMEOUT_S = 20.0  # how long start() waits for file sources to prove they can be read
 
 
+def capture_may_restart(state: CaptureState, restarts_so_far: int, limit: int = MAX_CAPTURE_RESTARTS) -> bool:
+    """Whether a capture thread that raised is replaced (True) or the daemon exits for systemd (False).
+
+    A source marked FAILED is unusable by itself (a file that cannot be read): no retry helps. Any other
+    failure is a crash in the thread (a dead camera is handled inside it), restarted ``limit`` times.
+    """
+    return state != CaptureState.FAILED and restarts_so_far < limit
+
+
 class Daemon:
     def __init__(
         self,
@@ -225,15 +234,13 @@ class Daemon:
 
     def _restart_capture(self, camera: str, failure: BaseException) -> bool:
         pipeline = self._require_pipeline()
-        if pipeline.captures[camera].state == CaptureState.FAILED:
-            # the source itself is unusable (a file that cannot be read), not a crash: no retry helps
+        state = pipeline.captures[camera].state
+        restarts = self._capture_restarts.get(camera, 0)
+        if not capture_may_restart(state, restarts):
             log.error("camera %s cannot be used, exiting: %s", camera, failure)
             return False
-        count = self._capture_restarts.get(camera, 0) + 1
-        self._capture_restarts[camera] = count
-        log.error("camera %s: capture thread failed (%s); restart %d", camera, failure, count)
-        if count > MAX_CAPTURE_RESTARTS:
-            return False
+        self._capture_restarts[camera] = restarts + 1
+        log.error("camera %s: capture thread failed (%s); restart %d", camera, failure, restarts + 1)
         pipeline.replace_capture(camera, join_timeout=1.0)
         return True
 

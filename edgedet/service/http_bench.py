@@ -24,7 +24,8 @@ import timeit
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edgedet.config import DEMO_CLIP, DEMO_MODEL, parse_config
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
+from edgedet.config import parse_config
 from edgedet.service.daemon import Daemon
 from edgedet.types import Detection, DetectionResult
 

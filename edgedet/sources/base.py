@@ -18,9 +18,9 @@ import numpy as np
 from edgedet.errors import SourceError, require
 
 try:
-    from typing import Protocol
+    from typing import Protocol, runtime_checkable
 except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol  # type: ignore[assignment]
+    from typing_extensions import Protocol, runtime_checkable  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class FrameReader(Protocol):
 
     def close(self) -> None:
         """Release the device/stream; safe to call twice and on a reader that never opened."""
+
+
+@runtime_checkable
+class ReadsInto(Protocol):
+    """A reader that can decode the next frame into a given array (every reader in edgedet can)."""
+
+    def read_into(self, out: np.ndarray) -> Optional[np.ndarray]:
+        """Like ``read()``, written into ``out`` when the frame has out's shape: then the result *is*
+        ``out``. A frame of another size comes back in a new array (``out`` may then hold garbage)."""
 
 
 def load_cv2(what: str) -> Any:
@@ -162,6 +171,16 @@ class CvCaptureReader:
         if cap is None:
             raise SourceError(f"{self.description}: read() before open()")
         ok, frame = cap.read()
+        if not ok or frame is None:
+            return None
+        return frame  # type: ignore[no-any-return]
+
+    def read_into(self, out: np.ndarray) -> Optional[np.ndarray]:
+        cap = self._cap
+        if cap is None:
+            raise SourceError(f"{self.description}: read() before open()")
+        # OpenCV writes into ``out`` when its shape and dtype fit, else returns a new array
+        ok, frame = cap.read(image=out)
         if not ok or frame is None:
             return None
         return frame  # type: ignore[no-any-return]

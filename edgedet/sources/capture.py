@@ -31,6 +31,7 @@ from edgedet.runtime.slot import LatestSlot
 from edgedet.runtime.worker import Worker
 from edgedet.sources.base import FrameReader, check_frame, redact_url
 from edgedet.sources.config import CameraConfig
+from edgedet.sources.frames import FramePool, frame_pool_for
 from edgedet.types import PreparedFrame
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,12 @@ class _Mailbox:
         self.replaced = 0
         self.read_times: Deque[float] = collections.deque(maxlen=32)
         self.wanted = False
+        self.frames: Optional[FramePool] = None  # the buffers frames are decoded into (CUDA only)
+
+    def discard(self, image: np.ndarray) -> None:
+        """A frame nobody reads any more: its buffer goes back to the frame pool (if it has one)."""
+        if self.frames is not None:
+            self.frames.release(image)
 
     def want(self) -> None:
         with self.cond:
@@ -163,6 +170,7 @@ class _Mailbox:
             self.frames_read += 1
             if self.frame is not None:
                 self.replaced += 1
+                self.discard(self.frame[0])
             self.wanted = False
             self.frame = (image, self.frames_read, wall, mono)
             self.read_times.append(mono)
@@ -188,6 +196,8 @@ class _Mailbox:
     def new_generation(self) -> int:
         with self.cond:
             self.generation += 1
+            if self.frame is not None:
+                self.discard(self.frame[0])
             self.frame = None
             self.wanted = False
             self.events.clear()
@@ -260,8 +270,11 @@ class _ReaderThread:
         while not self.stop_event.is_set():
             if not live and not self.mailbox.wait_wanted(self.generation, self.stop_event):
                 return
-            image = reader.read()
+            frames = self.mailbox.frames
+            image = frames.read(reader) if frames is not None else reader.read()
             if self.stop_event.is_set():
+                if image is not None:
+                    self.mailbox.discard(image)
                 return
             if image is None:
                 if getattr(reader, "ended", False):
@@ -276,10 +289,12 @@ class _ReaderThread:
                 continue
             problem = check_frame(image)
             if problem is not None:
+                self.mailbox.discard(image)
                 self._post("corrupt", problem)
                 continue
             failed = 0
             if not self.mailbox.post_frame(self.generation, image, live, self.stop_event):
+                self.mailbox.discard(image)
                 return
 
 
@@ -393,6 +408,9 @@ class CaptureWorker(Worker):
         self._reset()
         # allocated here, in the capture thread: a CUDA preprocessor needs its context current
         self.pool = BufferPool([self.preprocessor.allocate() for _ in range(self.pool_size)])
+        # CUDA: the reader decodes into the preprocessor's pinned/mapped memory (sources/frames.py);
+        # two more than the tensor pool: one being decoded, one waiting in the mailbox
+        self._mailbox.frames = frame_pool_for(self.preprocessor, self.pool_size + 2, self.name)
 
     def step(self) -> None:
         now = time.monotonic()
@@ -409,7 +427,10 @@ class CaptureWorker(Worker):
             wait = self._ask_for_frame(now)
         frame, events = self._mailbox.take(wait)
         if frame is not None:
-            self._handle_frame(*frame)
+            try:
+                self._handle_frame(*frame)
+            finally:  # read by the preprocessor (or skipped): the frame buffer goes back to its pool
+                self._mailbox.discard(frame[0])
         for event in events:
             self._handle_event(event)
         self._check_stall(time.monotonic())
@@ -427,6 +448,8 @@ class CaptureWorker(Worker):
                     "%s: reader thread %s is stuck in the driver; leaving it", self.name, r.thread.name
                 )
         self._reader = None
+        if self._mailbox.frames is not None:
+            self._mailbox.frames.close()  # buffers still lent out are freed as they come back
 
     # -- opening and reopening -----------------------------------------------------------------------
     def _maybe_open(self, now: float) -> None:
@@ -588,7 +611,7 @@ class CaptureWorker(Worker):
             letterbox=letterbox,
             tensor=buf,
             preprocess_ms=(time.perf_counter() - start) * 1000.0,
-            image=image if self.keep_image else None,
+            image=self._picture(image) if self.keep_image else None,
             release=_Release(pool, buf),
         )
         self.frames_prepared += 1
@@ -596,6 +619,12 @@ class CaptureWorker(Worker):
         if asked_at is not None:
             lead = time.monotonic() - asked_at
             self._lead_s = lead if self._lead_s == 0.0 else 0.8 * self._lead_s + 0.2 * lead
+
+    def _picture(self, image: np.ndarray) -> np.ndarray:
+        """The frame's picture for snapshots, which lives on after inference with no release point:
+        a copy when the frame sits in a pooled frame buffer (that goes back to its pool at once)."""
+        frames = self._mailbox.frames
+        return image.copy() if frames is not None and frames.owns(image) else image
 
     def _admit(self, now: float) -> bool:
         """The frame-rate cap: admit on a fixed schedule, never in a burst after a gap."""

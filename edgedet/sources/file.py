@@ -108,54 +108,60 @@ class FileReader:
 
     # -- read ----------------------------------------------------------------------------------------
     def read(self) -> Optional[np.ndarray]:
+        return self.read_into(None)
+
+    def read_into(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The next frame, decoded into ``out`` when it has the frame's shape (see ReadsInto)."""
         if not self._opened:
             raise SourceError(f"{self.description}: read() before open()")
         if self.ended:
             return None
-        frame = self._read_image() if self.is_image else self._read_video()
+        frame = self._read_image(out) if self.is_image else self._read_video(out)
         if frame is None:
             return None
         if self.cfg.pace == "realtime":
             self._pace()
         return frame
 
-    def _read_image(self) -> Optional[np.ndarray]:
+    def _read_image(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self._image_sent and not self.cfg.loop:
             self.ended = True
             return None
         self._image_sent = True
-        image = self._image
-        return (
-            None if image is None else image.copy()
-        )  # a consumer may draw on it; the original stays clean for the next loop
+        # a copy either way: a consumer may draw on it; the original stays clean for the next loop
+        return _copy_into(self._image, out)
 
-    def _read_video(self) -> Optional[np.ndarray]:
+    def _read_video(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         if self._pending is not None:
             frame, self._pending = self._pending, None
-            return frame
+            return frame if out is None else _copy_into(frame, out)
         if self._cap is None:  # a loop whose reopen failed: the worker reopens the whole reader
             return None
-        ok, frame = self._cap.read()
-        if ok and frame is not None:
-            return frame  # type: ignore[no-any-return]
+        decoded = self._decode(out)
+        if decoded is not None:
+            return decoded
         if not self.cfg.loop:
             self.ended = True
             return None
-        return self._rewind()
+        return self._rewind(out)
 
-    def _rewind(self) -> Optional[np.ndarray]:
+    def _decode(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        # OpenCV writes into ``out`` when its shape and dtype fit, else returns a new array
+        ok, frame = self._cap.read() if out is None else self._cap.read(image=out)
+        return frame if ok and frame is not None else None
+
+    def _rewind(self, out: Optional[np.ndarray]) -> Optional[np.ndarray]:
         # seeking to frame 0 is cheap but not honoured by every container; reopening always works
         if self._cap.set(self._cv2.CAP_PROP_POS_FRAMES, 0):
-            ok, frame = self._cap.read()
-            if ok and frame is not None:
-                return frame  # type: ignore[no-any-return]
+            frame = self._decode(out)
+            if frame is not None:
+                return frame
         self._cap.release()
         self._cap = self._new_capture()
         if self._cap is None:
             log.warning("%s: cannot reopen the file to loop it", self.description)
             return None
-        ok, frame = self._cap.read()
-        return frame if ok else None
+        return self._decode(out)
 
     def _pace(self) -> None:
         """Hold each frame until its due time at the file's rate; never try to catch up in a burst."""
@@ -183,3 +189,12 @@ class FileReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _copy_into(image: Optional[np.ndarray], out: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    if image is None:
+        return None
+    if out is not None and out.shape == image.shape and out.dtype == image.dtype:
+        np.copyto(out, image)
+        return out
+    return image.copy()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List
 
 import numpy as np
 import pytest
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "edgedet" / "assets"
+from edgedet.assets import ASSETS_DIR as ASSETS
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,13 @@ double computes with ONNX Runtime from device memory (it reads the input tensors
 kernel wrote and writes the outputs the real backend downloads). Every result
 is then recomputed on the CPU path (OpenCV preprocessing + ONNX Runtime + the same decoder) for the very
 frame it came from (camera, frame number); a frame agrees when both have the same number of detections
-and each pairs with one of the same class, box corners within 1 px and score within 0.01. Also prints
-the per-frame upload time of a decoded (pageable) frame with and without the pinned staging.
+and each pairs with one of the same class, box corners within 1 px and score within 0.01.
+
+From the daemon's own path it prints, per camera, how many frames the CUDA preprocessor took from the
+pinned frame buffers the sources decode into and how many from pageable memory, with the median wall
+time of upload + kernel per frame on each path (``daemon_paths``); then the same daemon again for
+``--pageable-seconds`` with the frame buffers switched off (what every frame took before defect 6 was
+fixed), and a micro-benchmark of the three ways on the same frames (``upload_per_frame_ms``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from edgedet.cudart import open_runtime  # noqa: E402
 from edgedet.models.postprocess import build_postprocessor  # noqa: E402
 from edgedet.preprocess.cpu import CpuPreprocessor  # noqa: E402
 from edgedet.preprocess.cuda import CudaPreprocessor  # noqa: E402
+from edgedet.sources import capture as capture_module  # noqa: E402
 from edgedet.types import Detection, DetectionResult  # noqa: E402
 from tests.support.fake_tensorrt import DeviceMemory, HostMemory, HostRuntime, install  # noqa: E402
 from tests.support.fake_tensorrt.models import dynamic_batch_yolox  # noqa: E402
@@ -111,17 +117,78 @@ def upload_times(runtime: Any, spec: Any, frames: List[np.ndarray]) -> Dict[str,
     return out
 
 
+def path_figures(pipeline: Any) -> Dict[str, Any]:
+    """Per camera: frames per upload path and median ms (CudaPreprocessor.path_stats), and the frame
+    pool's counts (decoded into a buffer / the ordinary way)."""
+    out: Dict[str, Any] = {}
+    for name, capture in pipeline.captures.items():
+        stats = getattr(capture.preprocessor, "path_stats", None)
+        frames = capture._mailbox.frames
+        out[name] = {
+            "paths": stats() if stats is not None else {},
+            "decoded_into_buffers": None if frames is None else frames.decoded_into,
+            "decoded_pageable": None if frames is None else frames.pageable,
+        }
+    return out
+
+
+def run_daemon(config: Any, seconds: float, frame_buffers: bool) -> Dict[str, Any]:
+    """The daemon's pipeline for ``seconds``: its results, batch sizes, worker failures and paths."""
+    results: List[DetectionResult] = []
+    lock = threading.Lock()
+
+    def sink(result: DetectionResult) -> None:
+        with lock:
+            results.append(result)
+
+    patch = pytest.MonkeyPatch()
+    if not frame_buffers:  # the pageable path every frame took before defect 6 was fixed
+        patch.setattr(capture_module, "frame_pool_for", lambda *a: None)
+    pipeline = build_pipeline(config, publisher=None, extra_sinks=[sink])
+    batches: List[int] = []
+    backend = pipeline.model.backend
+    real_submit = backend.submit  # type: ignore[attr-defined]
+
+    def counting_submit(feeds: Any, wait: Any = 0.0) -> Any:
+        value = next(iter(feeds.values()))
+        batches.append(len(value) if isinstance(value, (list, tuple)) else 1)
+        return real_submit(feeds, wait)
+
+    backend.submit = counting_submit  # type: ignore[attr-defined]
+    start_pipeline(pipeline)
+    started = time.monotonic()
+    time.sleep(seconds)
+    stop_pipeline(pipeline, timeout=10.0)
+    patch.undo()
+    return {
+        "pipeline": pipeline,
+        "results": results,
+        "batches": batches,
+        "elapsed": time.monotonic() - started,
+        "failed": {name: str(w.failure) for name, w in pipeline.workers().items() if w.failure is not None},
+        "paths": path_figures(pipeline),
+    }
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--pageable-seconds", type=float, default=0.0, help="then run again without frame buffers"
+    )
+    parser.add_argument(
         "--host", action="store_true", help="no GPU: host-memory CUDA layer and CPU preprocessing (CI)"
+    )
+    parser.add_argument(
+        "--host-kernels",
+        action="store_true",
+        help="no GPU: host-memory CUDA layer and CUDA preprocessing through its numpy kernel (CI)",
     )
     args = parser.parse_args(argv)
     patch = pytest.MonkeyPatch()
-    if args.host:
-        runtime: Any = HostRuntime()
+    if args.host or args.host_kernels:
+        runtime: Any = HostRuntime(integrated=False, kernels=args.host_kernels)
         fake = install(patch, "10.3.0", runtime=runtime, memory=HostMemory(runtime))
     else:
         runtime = open_runtime(0)
@@ -148,47 +215,38 @@ def main(argv: List[str]) -> int:
         )
     )
     config = load_config(config_path)
-    results: List[DetectionResult] = []
-    lock = threading.Lock()
-
-    def sink(result: DetectionResult) -> None:
-        with lock:
-            results.append(result)
-
-    pipeline = build_pipeline(config, publisher=None, extra_sinks=[sink])
-    batches: List[int] = []
-    backend = pipeline.model.backend
-    real_submit = backend.submit  # type: ignore[attr-defined]
-
-    def counting_submit(feeds: Any, wait: Any = 0.0) -> Any:
-        value = next(iter(feeds.values()))
-        batches.append(len(value) if isinstance(value, (list, tuple)) else 1)
-        return real_submit(feeds, wait)
-
-    backend.submit = counting_submit  # type: ignore[attr-defined]
-    start_pipeline(pipeline)
-    started = time.monotonic()
-    time.sleep(args.seconds)
-    stop_pipeline(pipeline, timeout=10.0)
-    elapsed = time.monotonic() - started
-    failed = {name: str(w.failure) for name, w in pipeline.workers().items() if w.failure is not None}
+    run = run_daemon(config, args.seconds, frame_buffers=True)
+    pipeline, results, batches = run["pipeline"], run["results"], run["batches"]
+    elapsed, failed = run["elapsed"], run["failed"]
+    without: Dict[str, Any] = {}
+    if args.pageable_seconds > 0:
+        again = run_daemon(config, args.pageable_seconds, frame_buffers=False)
+        without = {"frames": len(again["results"]), "failed": again["failed"], "paths": again["paths"]}
 
     frames = decode(CLIP)
     reference = OnnxRuntimeBackend(model, threads=8)
     post = build_postprocessor(config.model, reference)
     cpu = CpuPreprocessor(pipeline.model.spec)
-    agree = 0
     cache: Dict[int, Tuple[Detection, ...]] = {}
-    for r in results:
-        index = (r.seq - 1) % len(frames)
-        if index not in cache:
-            buf = cpu.allocate()
-            letterbox = cpu.run(frames[index], buf)
-            outputs = reference.infer({pipeline.model.spec.name: np.asarray(buf)})
-            cache[index] = post(outputs, [letterbox])[0]
-        agree += same(r.detections, cache[index])
+
+    def agreeing(some: List[DetectionResult]) -> int:
+        count = 0
+        for r in some:
+            index = (r.seq - 1) % len(frames)
+            if index not in cache:
+                buf = cpu.allocate()
+                letterbox = cpu.run(frames[index], buf)
+                outputs = reference.infer({pipeline.model.spec.name: np.asarray(buf)})
+                cache[index] = post(outputs, [letterbox])[0]
+            count += same(r.detections, cache[index])
+        return count
+
+    agree = agreeing(results)
+    if without:
+        without["agreeing_frames"] = agreeing(again["results"])
     reference.close()
-    uploads = {} if args.host else upload_times(runtime, pipeline.model.spec, frames[:30])
+    on_gpu = not (args.host or args.host_kernels)
+    uploads = upload_times(runtime, pipeline.model.spec, frames[:30]) if on_gpu else {}
     summary = {
         "seconds": round(elapsed, 1),
         "frames": len(results),
@@ -199,6 +257,8 @@ def main(argv: List[str]) -> int:
         "double_executions": fake.world.executions,
         "agreeing_frames": agree,
         "agreement": round(agree / len(results), 4) if results else 0.0,
+        "daemon_paths": run["paths"],
+        "daemon_without_frame_buffers": without,
         "upload_per_frame_ms": uploads,
         "worker_errors": failed,
         "gpu": f"{runtime.device_name} sm_{runtime.compute_capability[0]}{runtime.compute_capability[1]}",
@@ -208,6 +268,13 @@ def main(argv: List[str]) -> int:
         args.json.write_text(json.dumps(summary, indent=2))
     patch.undo()
     ok = bool(results) and float(summary["agreement"]) >= 0.99 and not failed and summary["batches_of_2"] > 0
+    if not args.host:  # CUDA preprocessing: nearly every frame from the buffers the sources decoded into
+        for name, figures in run["paths"].items():
+            paths = figures["paths"]
+            fast = paths["pinned"]["frames"] + paths["mapped"]["frames"]
+            if fast < 0.9 * (fast + paths["pageable"]["frames"] + paths["staged"]["frames"]):
+                print(f"{name}: too few frames from pinned/mapped frame buffers: {paths}")
+                ok = False
     return 0 if ok else 1
 
 

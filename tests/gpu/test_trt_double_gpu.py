@@ -10,6 +10,7 @@ from typing import Any, List
 import numpy as np
 import pytest
 
+from edgedet.assets import ASSETS_DIR as ASSETS
 from edgedet.backends.config import TensorRTBackend
 from edgedet.backends.onnxruntime import OnnxRuntimeBackend
 from edgedet.backends.tensorrt import open_tensorrt_backend
@@ -19,7 +20,6 @@ from edgedet.types import InputSpec
 from tests.support.fake_tensorrt import DeviceMemory, install
 from tests.support.fake_tensorrt.models import dynamic_batch_yolox
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "edgedet" / "assets"
 SPEC = InputSpec(name="images", width=416, height=416)
 
 pytestmark = pytest.mark.gpu

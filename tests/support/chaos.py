@@ -30,13 +30,12 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import yaml
 
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from tests.support.broker import Mosquitto
 from tests.support.fake_systemd import FakeSystemd
 from tests.support.rtsp_server import RtspServer
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_MODEL = REPO / "edgedet" / "assets" / "yolox_nano.onnx"
-DEMO_CLIP = REPO / "edgedet" / "assets" / "demo_street.mp4"
 DEVICE = "soak"
 RTSP_CAMERAS = ("rtsp1", "rtsp2")
 FILE_CAMERAS = ("file1", "file2")

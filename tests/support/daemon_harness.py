@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from tests.conftest import DEMO_CLIP, DEMO_MODEL
+from edgedet.assets import DEMO_CLIP, DEMO_MODEL
 from tests.support.broker import Mosquitto
 from tests.support.fake_systemd import FakeSystemd
 

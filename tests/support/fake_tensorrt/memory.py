@@ -3,7 +3,10 @@
 * ``HostRuntime`` implements edgedet's CudaRuntime protocol (edgedet/cudart/api.py) in host memory, for
   CI where there is no GPU: "device" buffers are numpy arrays and pointers are their addresses, copies
   are ``ctypes.memmove``, streams run everything at once. It also records CUDA objects released
-  outside ``activate()`` (pycuda's "out-of-thread context could not be cleaned up", defect 7).
+  outside ``activate()`` (pycuda's "out-of-thread context could not be cleaned up", defect 7), the
+  host memory every upload came from, and the page-locked buffers it handed out. With
+  ``kernels=True`` it "compiles" edgedet's letterbox kernel into ``HostLetterboxKernel``, which does
+  the kernel's work in numpy from the pointers it is launched with, so CudaPreprocessor runs in CI.
 * ``HostMemory`` is how the double touches those addresses; ``DeviceMemory`` does the same for real
   device memory on the GPU machine through edgedet's CUDA layer (pycuda), after synchronizing the
   stream TensorRT was given.
@@ -32,8 +35,15 @@ class HostRuntime:
     impl = "host"
 
     def __init__(
-        self, name: str = "Orin", compute_capability: Tuple[int, int] = (8, 7), integrated: bool = True
+        self,
+        name: str = "Orin",
+        compute_capability: Tuple[int, int] = (8, 7),
+        integrated: bool = True,
+        kernels: bool = False,
     ):
+        self.kernels = kernels
+        self.uploads_from: List[int] = []  # the host address of every htod copy, in order
+        self.host_buffers: Dict[int, HostPinned] = {}  # address -> page-locked buffers handed out
         self.device_index = 0
         self.device_name = name
         self.compute_capability = compute_capability
@@ -63,7 +73,9 @@ class HostRuntime:
 
     def alloc_host(self, shape: Tuple[int, ...], dtype: str, mapped: bool = False) -> HostPinned:
         self._require_active("alloc_host")
-        return HostPinned(np.zeros(tuple(int(s) for s in shape), dtype=np.dtype(dtype)), mapped)
+        host = HostPinned(np.zeros(tuple(int(s) for s in shape), dtype=np.dtype(dtype)), mapped, self)
+        self.host_buffers[host.address] = host
+        return host
 
     def stream(self) -> HostStream:
         self._require_active("stream")
@@ -76,6 +88,7 @@ class HostRuntime:
     def htod_async(self, dst: int, src: np.ndarray, stream: Any) -> None:
         self._require_active("htod_async")
         src = np.ascontiguousarray(src)
+        self.uploads_from.append(int(src.ctypes.data))
         ctypes.memmove(dst, src.ctypes.data, src.nbytes)
 
     def dtoh_async(self, dst: np.ndarray, src: int, stream: Any) -> None:
@@ -92,7 +105,10 @@ class HostRuntime:
         ctypes.memset(dst, int(value), int(nbytes))
 
     def compile(self, source: str, name: str, signature: str, cache_dir: Optional[str] = None) -> Any:
-        raise BackendError("no CUDA kernels without a GPU (the host runtime only moves memory)")
+        self._require_active("compile")
+        if not self.kernels or name not in ("letterbox_f32", "letterbox_f16"):
+            raise BackendError("no CUDA kernels without a GPU (the host runtime only moves memory)")
+        return HostLetterboxKernel(self, name, signature)
 
     def close(self) -> None:
         pass
@@ -115,13 +131,68 @@ class HostDeviceBuffer:
 
 
 class HostPinned:
-    def __init__(self, array: np.ndarray, mapped: bool) -> None:
+    def __init__(self, array: np.ndarray, mapped: bool, runtime: Optional[HostRuntime] = None) -> None:
         self.array = array
-        self.device_ptr: Optional[int] = int(array.ctypes.data) if mapped else None
+        self.address = int(array.ctypes.data)
+        self.device_ptr: Optional[int] = self.address if mapped else None
+        self.freed = False
+        self._runtime = runtime
+        if runtime is not None:
+            runtime.live[self.address] = array  # mapped memory is readable by kernels, like device memory
 
     def free(self) -> None:
+        if self._runtime is not None and not self.freed:
+            self._runtime.live.pop(self.address, None)
         self.array = np.empty((0,), dtype=self.array.dtype)
         self.device_ptr = None
+        self.freed = True
+
+
+class HostLetterboxKernel:
+    """edgedet's letterbox kernel (edgedet/preprocess/cuda_kernel.py) done in numpy on the host: reads
+    the BGR frame at the source pointer (pitched rows), resizes with OpenCV's INTER_LINEAR (which the
+    real kernel reproduces bit for bit), writes CHW float32/float16 to the output pointer. Launch
+    arguments follow the kernel's signature; both pointers must lie in live HostRuntime memory."""
+
+    def __init__(self, runtime: HostRuntime, name: str, signature: str) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.dtype = np.dtype(np.float16 if name.endswith("f16") else np.float32)
+        self.launches = 0
+
+    def _view(self, ptr: int, nbytes: int, what: str) -> np.ndarray:
+        for start, array in self.runtime.live.items():
+            if start <= ptr and ptr + nbytes <= start + array.nbytes:
+                raw = (ctypes.c_uint8 * nbytes).from_address(ptr)
+                return np.ctypeslib.as_array(raw)
+        raise BackendError(f"letterbox kernel: {what} at {ptr:#x} is outside every allocation")
+
+    def launch(self, grid: Any, block: Any, stream: Any, args: Sequence[Any]) -> None:
+        import cv2
+
+        self.runtime._require_active("kernel launch")
+        src_ptr, pitch, src_w, src_h, _xtab, _ytab, new_w, new_h, pad_x, pad_y, out_ptr, width, height = (
+            int(a) for a in args[:13]
+        )
+        consts = np.asarray([float(a) for a in args[13:22]], dtype=np.float32)
+        reverse = bool(int(args[22]))
+        a, b, pad = consts[0:3], consts[3:6], consts[6:9]
+        rows = self._view(src_ptr, pitch * (src_h - 1) + src_w * 3, "source").copy()
+        rows = np.concatenate([rows, np.zeros(pitch * src_h - rows.size, np.uint8)])
+        image = rows.reshape(src_h, pitch)[:, : src_w * 3].reshape(src_h, src_w, 3)
+        if (new_w, new_h) != (src_w, src_h):
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        chw = image.transpose(2, 0, 1)
+        if reverse:
+            chw = chw[::-1]
+        out = np.empty((3, height, width), dtype=np.float32)
+        out[:] = pad.reshape(3, 1, 1)
+        out[:, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = chw.astype(np.float32) * a.reshape(
+            3, 1, 1
+        ) + b.reshape(3, 1, 1)
+        result = out.astype(self.dtype)
+        self._view(out_ptr, result.nbytes, "output")[:] = result.view(np.uint8).reshape(-1)
+        self.launches += 1
 
 
 class _Owned:
