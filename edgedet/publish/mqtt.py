@@ -89,6 +89,7 @@ class PublisherStatus:
     outbox_memory: int  # durable messages held only in memory (store failing): lost if the process stops
     outbox_no_subscribers: int  # durable messages the broker acknowledged with "No matching subscribers"
     outbox_mode: str  # sqlite, degraded (some messages in memory only) or memory (store unusable)
+    outbox_oldest_age_s: Optional[float] = None  # age of the oldest message waiting for its ack
     outbox: Optional[OutboxStats] = None
 
     def as_dict(self, full: bool = True) -> Dict[str, Any]:
@@ -697,5 +698,6 @@ class MqttPublisher:
             outbox_memory=ob.memory,
             outbox_no_subscribers=ob.no_subscribers,
             outbox_mode=ob.mode,
+            outbox_oldest_age_s=ob.oldest_age_s,
             outbox=ob,
         )

@@ -53,6 +53,8 @@ RESYNC_TIMEOUT_S = 10.0
 DELETE_DELAY_S = 0.25
 # acknowledged rows deleted per commit while the store is degraded (a full disk)
 DELETE_CHUNK = 64
+# how often the age of the oldest waiting message is read again (one indexed row from the file)
+OLDEST_REFRESH_S = 1.0
 # put() outcomes besides the Row states: no writer thread to wait for, or the wait ran out
 QUEUED, TIMEOUT = "queued", "timeout"
 # what a PUBACK/PUBCOMP said
@@ -114,6 +116,9 @@ class OutboxStats:
     epochs: int  # new epochs started at run time (failed commit, corrupt file)
     commits: int  # group commits (one fsync each with synchronous=full)
     no_subscribers: int  # acknowledged with "No matching subscribers" (0x10): the broker discarded them
+    # seconds since the oldest message still waiting for its acknowledgement was accepted (None: none
+    # waits); refreshed by the writer at most every OLDEST_REFRESH_S
+    oldest_age_s: Optional[float] = None
 
     @property
     def dropped(self) -> int:
@@ -197,6 +202,8 @@ class Outbox:
         self._snap_store_ok = False
         self._degraded = False  # a commit failed; cleared by the next commit of new rows that works
         self._snap_degraded = False
+        self._snap_oldest: Optional[float] = None  # wall-clock creation time of the oldest waiting row
+        self._oldest_read_at = 0.0
         self._deltas: Counter[str] = collections.Counter()
         self._committing = 0  # rows taken by the writer, commit not finished
         self._committing_bytes = 0
@@ -450,6 +457,7 @@ class Outbox:
             mem = self._snap_mem
             store_ok = self._snap_store_ok
             degraded = self._snap_degraded
+            oldest = self._snap_oldest if depth > 0 else None
         epoch = self.epoch
         mode = "memory" if not store_ok else ("degraded" if mem or degraded else "sqlite")
         return OutboxStats(
@@ -461,6 +469,7 @@ class Outbox:
             bytes=max(nbytes, 0),
             pending=pending,
             inflight=inflight,
+            oldest_age_s=None if oldest is None else round(max(time.time() - oldest, 0.0), 3),
             **c,
         )
 
@@ -472,6 +481,7 @@ class Outbox:
     def _publish_snapshot(self, committed: bool = False) -> None:
         depth = self._db_count - len(self._db_deletes) + len(self._mem)
         nbytes = self._db_bytes - sum(self._db_deletes.values()) + self._mem.bytes
+        oldest = self._oldest_created(depth)
         with self._lock:
             for key, n in self._deltas.items():
                 self._counters[key] += n
@@ -484,6 +494,26 @@ class Outbox:
             self._snap_mem = len(self._mem)
             self._snap_store_ok = self._store_ok
             self._snap_degraded = self._degraded
+            self._snap_oldest = oldest
+
+    def _oldest_created(self, depth: int) -> Optional[float]:
+        """Creation time of the oldest message not yet acknowledged, read again at most every
+        OLDEST_REFRESH_S (one indexed row from the file, the head of the memory queue)."""
+        if depth <= 0:
+            return None
+        now = time.monotonic()
+        if self._snap_oldest is not None and now - self._oldest_read_at < OLDEST_REFRESH_S:
+            return self._snap_oldest
+        self._oldest_read_at = now
+        found = [self._mem.oldest_created()]
+        if self._store_ok and self._store is not None and self._db_count > len(self._db_deletes):
+            try:
+                in_file = self._store.oldest_created(skip=self._db_deletes)
+            except sqlite3.Error:
+                in_file = None  # the failure itself is handled where rows are written
+            if in_file is not None:
+                found.append(in_file)
+        return min((t for t in found if t is not None), default=None)
 
     # -- writer thread -------------------------------------------------------------------------
     def _run(self) -> None:

@@ -24,6 +24,10 @@ class MemoryQueue:
     def __contains__(self, row_id: object) -> bool:
         return row_id in self._rows
 
+    def oldest_created(self) -> Optional[float]:
+        """Creation time of the oldest row held (rows are kept in id order, so the first)."""
+        return next(iter(self._rows.values())).created if self._rows else None
+
     def rows(self) -> List[Row]:
         return list(self._rows.values())
 

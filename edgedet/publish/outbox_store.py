@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,11 @@ class OutboxStore:
     def oldest(self, limit: int) -> List[Tuple[int, int]]:
         cur = self._conn().execute("SELECT id, LENGTH(payload) FROM outbox ORDER BY id LIMIT ?", (limit,))
         return [(int(i), int(s)) for i, s in cur]
+
+    def oldest_created(self, skip: Collection[int]) -> Optional[float]:
+        """Creation time of the row with the lowest id not in ``skip`` (acknowledged, delete pending)."""
+        cur = self._conn().execute("SELECT id, created FROM outbox ORDER BY id LIMIT ?", (len(skip) + 1,))
+        return next((float(created) for i, created in cur if int(i) not in skip), None)
 
     # -- reading -------------------------------------------------------------------------------
     def fetch(self, after: int, limit: int) -> List[Row]:
