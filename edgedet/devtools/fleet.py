@@ -34,6 +34,10 @@ from edgedet.tracking.values import PresenceEvent
 
 PREFIX = "fleet"
 GROUP = "fleet-consumers"
+# the devices keep a durable message the broker discarded for lack of subscribers ("No matching
+# subscribers": a restarted mosquitto 2.0 forgets shared subscriptions until the consumers subscribe
+# again) and send it again until a consumer takes it (docs/messages.md, Fleets)
+UNROUTED = {"retry": True, "retry_after_s": 1.0, "give_up_after_s": 120.0}
 
 
 # -- device processes ----------------------------------------------------------------------------
@@ -48,7 +52,7 @@ def _device_cfg(port: int, device: str) -> MqttConfig:
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 2.0,
             # a small device: at most 20 unacknowledged (mosquitto's own default Receive Maximum)
-            "outbox": {"max_inflight": 20},
+            "outbox": {"max_inflight": 20, "unrouted": UNROUTED},
         }
     )
 
@@ -98,6 +102,8 @@ def devices_main(args: argparse.Namespace) -> int:
         for key, value in p.status().as_dict().items():
             if isinstance(value, int) and not isinstance(value, bool):
                 totals[key] = totals.get(key, 0) + value
+        retries = p.outbox.stats().unrouted_retries
+        totals["outbox_unrouted_retries"] = totals.get("outbox_unrouted_retries", 0) + retries
     print(json.dumps({"accepted": accepted, "undelivered_in_outboxes": left, "status": totals}), flush=True)
     return 0
 
@@ -290,6 +296,9 @@ def _print(r: FleetResult, out: TextIO) -> None:
     lines = [
         f"fleet: {r.devices} devices in {r.processes} processes, {r.rate_per_device} events/s each, "
         f"{r.seconds} s, broker restarted at half time ({r.broker_down_s} s down)",
+        f"  devices: outbox.unrouted.retry on (re-send every {UNROUTED['retry_after_s']} s what the broker "
+        f"discarded for lack of subscribers, give up after {UNROUTED['give_up_after_s']:.0f} s); "
+        f"re-sends: {r.device_totals.get('outbox_unrouted_retries', 0)}",
         f"  through the broker: {r.received} messages = {r.msgs_per_s} msgs/s; per consumer {r.per_consumer}",
         f"  accepted by the devices: {r.accepted}; delivered (distinct ids): {r.delivered}; "
         f"duplicates dropped by id: {r.duplicates}",

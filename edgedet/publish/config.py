@@ -93,6 +93,20 @@ class MessagesConfig(Strict):
         return self
 
 
+class UnroutedConfig(Strict):
+    """Durable messages the broker acknowledged with "No matching subscribers" (MQTT 5 reason 0x10):
+    it had nobody to give them to and discarded them."""
+
+    # True: keep such a message and send it again (with the same id and seq; the ones behind it wait,
+    # so that order holds) until a subscriber takes it or give_up_after_s passes. Only for a broker
+    # that forgets subscriptions for a while (mosquitto 2.0 after a restart forgets shared ones): if
+    # nobody ever subscribes, every durable message waits give_up_after_s.
+    retry: bool = False
+    retry_after_s: float = Field(default=2.0, gt=0, le=3600)
+    # counted from the message's creation; then it is deleted and counted as outbox_no_subscribers
+    give_up_after_s: float = Field(default=300.0, gt=0)
+
+
 class OutboxConfig(Strict):
     """The SQLite (WAL) store that keeps durable messages until the broker acknowledges them."""
 
@@ -114,6 +128,7 @@ class OutboxConfig(Strict):
     # used only while the store cannot be written (unwritable folder, disk full, corrupt file)
     memory_max_messages: int = Field(default=10_000, gt=0)
     memory_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    unrouted: UnroutedConfig = Field(default_factory=UnroutedConfig)
 
 
 class MqttConfig(Strict):

@@ -116,6 +116,8 @@ class OutboxStats:
     epochs: int  # new epochs started at run time (failed commit, corrupt file)
     commits: int  # group commits (one fsync each with synchronous=full)
     no_subscribers: int  # acknowledged with "No matching subscribers" (0x10): the broker discarded them
+    # sent again after "No matching subscribers" (outbox.unrouted.retry), each re-send counted
+    unrouted_retries: int
     # seconds since the oldest message still waiting for its acknowledgement was accepted (None: none
     # waits); refreshed by the writer at most every OLDEST_REFRESH_S
     oldest_age_s: Optional[float] = None
@@ -143,6 +145,7 @@ _COUNTERS = (
     "epochs",
     "commits",
     "no_subscribers",
+    "unrouted_retries",
 )
 
 
@@ -181,6 +184,11 @@ class Outbox:
         self._inflight_ids: Set[int] = set()
         self._recheck: List[Tuple[int, str, float]] = []
         self._cursor = 0  # highest row id handed to the client in this process
+        self._sent_top = 0  # highest row id ever handed out (above the cursor after a rewind)
+        # unrouted.retry: lowest row id the broker discarded for lack of subscribers, and when it and
+        # everything behind it may go out again (nothing is sent meanwhile: order holds)
+        self._unrouted_from: Optional[int] = None
+        self._unrouted_at = 0.0
         self._connected = False
         self._max_inflight = cfg.max_inflight
         self._resync_until: Optional[float] = None
@@ -575,6 +583,8 @@ class Outbox:
                 self._warn.warning(
                     "rejected", "broker refused a durable message (PUBACK reason code >= 0x80); dropped"
                 )
+            elif outcome == ACK_NO_SUBSCRIBERS and self._keep_unrouted(entry, when):
+                continue  # stays stored, not acknowledged: sent again
             else:
                 self._bump("acked")
                 self.latencies_ms.append((when - entry.created) * 1000.0)
@@ -587,6 +597,24 @@ class Outbox:
                         "shared subscriptions until their members subscribe again)?",
                     )
             self._forget(entry.row_id, entry.size, entry.where)
+
+    def _keep_unrouted(self, entry: _Inflight, when: float) -> bool:
+        """unrouted.retry: keep a message the broker discarded for lack of subscribers, to send it
+        again (same id and seq) after retry_after_s, unless it is older than give_up_after_s."""
+        unrouted = self._cfg.unrouted
+        if not unrouted.retry or entry.where == "gone" or when - entry.created >= unrouted.give_up_after_s:
+            return False
+        self._unrouted_from = min(entry.row_id, self._unrouted_from or entry.row_id)
+        self._unrouted_at = time.monotonic() + unrouted.retry_after_s
+        self._bump("unrouted_retries")
+        self._warn.warning(
+            "unrouted",
+            "broker had no subscriber for a durable message (PUBACK 'No matching subscribers'): kept, "
+            "sent again every %.1f s (later ones wait) until a subscriber takes it or it is %.0f s old",
+            unrouted.retry_after_s,
+            unrouted.give_up_after_s,
+        )
+        return True
 
     def _forget(self, row_id: int, size: int, where: str) -> None:
         """An acknowledged (or refused) row: delete it from wherever it lives now."""
@@ -722,6 +750,8 @@ class Outbox:
         for entry in self._inflight.values():
             entry.row_id = mapping.get(entry.row_id, entry.row_id)
         self._inflight_ids = {mapping.get(i, i) for i in self._inflight_ids}
+        if self._unrouted_from is not None:
+            self._unrouted_from = mapping.get(self._unrouted_from, self._unrouted_from)
         self._cursor = 0
 
     def _bounds(
@@ -860,6 +890,12 @@ class Outbox:
                 )
             with self._lock:
                 self._resync_until = None
+        if self._unrouted_from is not None:
+            if time.monotonic() < self._unrouted_at:
+                return  # a message waits for a subscriber: the ones behind it wait too (order)
+            # from the first discarded one on, again; what was acknowledged meanwhile is skipped
+            self._cursor = min(self._cursor, self._unrouted_from - 1)
+            self._unrouted_from = None
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
             return
@@ -877,6 +913,7 @@ class Outbox:
             if info is None:
                 return  # client queue full or not connected after all: retry next turn
             self._cursor = max(self._cursor, row.id)
+            self._sent_top = max(self._sent_top, row.id)
             self._inflight[info.mid] = _Inflight(row.id, info, len(row.payload), row.created, where)
             self._inflight_ids.add(row.id)
 
@@ -887,7 +924,10 @@ class Outbox:
         skip = self._inflight_ids
         if self._store is not None and self._store.is_open:
             try:
-                extra = len(skip) + len(self._db_deletes) if self._cursor == 0 else 0
+                # after a rewind (a file found again, unrouted.retry) rows already in flight or
+                # acknowledged lie after the cursor: read past them
+                rewound = self._cursor == 0 or self._cursor < self._sent_top
+                extra = len(skip) + len(self._db_deletes) if rewound else 0
                 for row in self._store.fetch(self._cursor, limit + extra):
                     if row.id not in self._db_deletes and row.id not in skip:
                         out.append((row, "db"))
