@@ -1,7 +1,7 @@
 """The outbox's SQLite file: schema, statements, the epoch and the persisted sequence numbers.
 
-Only SQL lives here; what to write when, and what to do when it fails, is the sender's business
-(outbox.py). Every method raises ``sqlite3.Error`` (or ``OSError`` on opening) for the caller to
+Only SQL lives here; what to write when, and what to do when it fails, is the writer's business
+(outbox_commit.py). Every method raises ``sqlite3.Error`` (or ``OSError`` on opening) for the caller to
 classify with ``is_corruption``. Not thread-safe: the outbox's writer thread is its only user.
 """
 
