@@ -10,11 +10,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from edgedet.devtools.broker import free_port
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> bool:
