@@ -46,6 +46,7 @@ def test_unrouted_message_is_delivered_to_a_subscriber_that_arrives_later_with_r
         assert len({m["id"] for m in got}) == 3  # re-sends carry the same id
         st = pub.outbox.stats()
         assert st.no_subscribers == 0 and st.acked == 3
+        assert pub.status().outbox_unrouted_retries == st.unrouted_retries >= 1  # in stats.mqtt
     finally:
         pub.stop(2.0)
         if sub is not None:

@@ -102,8 +102,6 @@ def devices_main(args: argparse.Namespace) -> int:
         for key, value in p.status().as_dict().items():
             if isinstance(value, int) and not isinstance(value, bool):
                 totals[key] = totals.get(key, 0) + value
-        retries = p.outbox.stats().unrouted_retries
-        totals["outbox_unrouted_retries"] = totals.get("outbox_unrouted_retries", 0) + retries
     print(json.dumps({"accepted": accepted, "undelivered_in_outboxes": left, "status": totals}), flush=True)
     return 0
 

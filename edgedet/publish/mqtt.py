@@ -88,6 +88,7 @@ class PublisherStatus:
     outbox_rejected: int  # durable messages the broker or the client refused (not retried)
     outbox_memory: int  # durable messages held only in memory (store failing): lost if the process stops
     outbox_no_subscribers: int  # durable messages the broker acknowledged with "No matching subscribers"
+    outbox_unrouted_retries: int  # ... and kept to be sent again (outbox.unrouted.retry), per re-send
     outbox_mode: str  # sqlite, degraded (some messages in memory only) or memory (store unusable)
     outbox_oldest_age_s: Optional[float] = None  # age of the oldest message waiting for its ack
     outbox: Optional[OutboxStats] = None
@@ -697,6 +698,7 @@ class MqttPublisher:
             outbox_rejected=ob.rejected,
             outbox_memory=ob.memory,
             outbox_no_subscribers=ob.no_subscribers,
+            outbox_unrouted_retries=ob.unrouted_retries,
             outbox_mode=ob.mode,
             outbox_oldest_age_s=ob.oldest_age_s,
             outbox=ob,
