@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from tests.support.broker import free_port, wait_port
+from tests.support.waiting import wait_for
 
 
 def prometheus_exe() -> Optional[str]:
@@ -63,7 +64,16 @@ class Prometheus:
             raise RuntimeError(
                 f"prometheus did not listen on {self.port}: {self.log_path.read_text()[-2000:]}"
             )
+        # it listens before its storage is open and answers the API with 503 until then
+        wait_for(self._ready, 60, f"prometheus to be ready ({self.log_path})")
         return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as r:
+                return int(r.status) == 200
+        except OSError:  # URLError/HTTPError (503 while starting) are OSErrors
+            return False
 
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
