@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+from edgedet.errors import BackendError, EdgedetError
 
 if TYPE_CHECKING:
     from edgedet.backends.base import Backend
@@ -52,10 +55,6 @@ def open_backend(
 
 
 def _open_plugin(factory: str, model_path: Path, state_dir: Path, options: Dict[str, Any]) -> Backend:
-    import importlib
-
-    from edgedet.errors import BackendError, EdgedetError
-
     module_name, _, attr = factory.partition(":")
     try:
         make = getattr(importlib.import_module(module_name), attr)

@@ -12,6 +12,7 @@ from edgedet.backends import open_backend
 from edgedet.commands.progress import progress_printer
 from edgedet.config import load_config
 from edgedet.errors import ConfigError
+from edgedet.models.postprocess import resolve_input_spec
 from edgedet.precision.compare import run_compare_command
 from edgedet.precision.evaluate import evaluate
 
@@ -39,8 +40,6 @@ def _eval_one(args: argparse.Namespace, model: Path) -> int:
         config = load_config(config_path)
         model_cfg = config.model
         if config.backend.type != "onnxruntime":
-            from edgedet.models.postprocess import resolve_input_spec
-
             backend = open_backend(
                 config.backend,
                 model,

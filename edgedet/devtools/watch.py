@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgedet.publish.config import MessagesConfig, TlsConfig
+from edgedet.publish.schema import MessageValidator
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +348,6 @@ class Watcher:
         self._lock = threading.Lock()
         self._validator: Any = None
         if validate:
-            from edgedet.publish.schema import MessageValidator
-
             self._validator = MessageValidator()
         persistent = client_id is not None and session_expiry_s > 0
         if protocol == "5":

@@ -33,6 +33,7 @@ from typing import Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from edgedet.cudart import open_runtime
 from edgedet.cudart.api import CudaRuntime, DeviceBuffer, Event, HostBuffer, Kernel, Stream
 from edgedet.errors import BackendError
 from edgedet.preprocess.base import letterbox_geometry
@@ -135,8 +136,6 @@ class CudaPreprocessor:
         if spec.dtype not in ("float32", "float16"):
             raise ValueError(f"unsupported input dtype {spec.dtype!r} (float32 or float16)")
         if runtime is None:
-            from edgedet.cudart import open_runtime
-
             runtime = open_runtime(device)
         self.spec = spec
         self.runtime = runtime
