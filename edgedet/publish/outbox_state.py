@@ -161,6 +161,9 @@ class OutboxState:
         # everything behind it may go out again (nothing is sent meanwhile: order holds)
         self._unrouted_from: Optional[int] = None
         self._unrouted_at = 0.0
+        # after an unrouted wait the first message goes alone, and the ones behind it only once a
+        # subscriber took it: otherwise a subscriber arriving mid-window gets them out of order
+        self._unrouted_probe = False
         self._connected = False
         self._max_inflight = cfg.max_inflight
         self._resync_until: Optional[float] = None

@@ -80,7 +80,9 @@ class OutboxWriter(OutboxCommits):
             else:
                 self._bump("acked")
                 self.latencies_ms.append((when - entry.created) * 1000.0)
-                if outcome == ACK_NO_SUBSCRIBERS:
+                if outcome != ACK_NO_SUBSCRIBERS:
+                    self._unrouted_probe = False  # a subscriber took it: the rest may follow
+                else:
                     self._bump("no_subscribers")
                     self._warn.warning(
                         "no-subscribers",
@@ -137,7 +139,11 @@ class OutboxWriter(OutboxCommits):
             # from the first discarded one on, again; what was acknowledged meanwhile is skipped
             self._cursor = min(self._cursor, self._unrouted_from - 1)
             self._unrouted_from = None
+            self._unrouted_probe = True
         room = self._max_inflight - len(self._inflight)
+        if self._unrouted_probe:
+            # the first discarded message is sent again alone; the rest follow once it was routed
+            room = 0 if self._inflight else 1
         if room <= 0:
             return
         for row, where in self._fetch(room):
