@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from edgedet.devtools.broker import free_port
+from edgedet.devtools.broker import free_port, stop_process
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> bool:
@@ -84,13 +84,8 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
     def restart(self) -> None:
